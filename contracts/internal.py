@@ -1,0 +1,60 @@
+"""Messages between our own services. Not part of the public promise; may change freely."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from contracts.types import SessionState
+
+
+class NodeLease(msgspec.Struct, omit_defaults=True):
+    """Value of `node.<node_id>` in the leases bucket; expires on the server unless renewed."""
+
+    node_id: str
+    host: str
+    pid: int
+    capacity: int
+    started_at: datetime
+
+
+class Ownership(msgspec.Struct, omit_defaults=True):
+    """Value of `own.<sid>`: which node's actor owns the session (None: nobody, claimable).
+
+    The entry exists exactly while the session exists. Its KV revision at the moment a node
+    claimed it is that owner's fencing token.
+    """
+
+    node: str | None = None
+    # Why the previous owner let go (`released`, `handoff`, `shutdown`), for the record.
+    released: str | None = None
+
+
+class SessionBeat(msgspec.Struct, omit_defaults=True):
+    session_id: str
+    state: SessionState
+    since: datetime
+    reason: str | None = None
+    queue_depth: int | None = None
+
+
+class NodeHeartbeat(msgspec.Struct, omit_defaults=True):
+    node_id: str
+    at: datetime
+    capacity: int
+    lease_ok: bool
+    loop_lag_ms: float
+    sessions: list[SessionBeat] = []
+
+
+class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """One accepted send waiting in the per-session outbound stream."""
+
+    id: str
+    session_id: str
+    to: str
+    text: str
+    accepted_at: datetime
+    send_at: datetime | None = None
+    expires_at: datetime | None = None

@@ -1,0 +1,53 @@
+"""Session requests and replies (contract v1, `<prefix>.session.*`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from contracts.types import Label, Phone, SessionId, SessionState
+
+
+class SessionCreate(msgspec.Struct):
+    session_id: SessionId
+    label: Label = ""
+
+
+class Empty(msgspec.Struct):
+    """Requests without parameters (`{}`); unknown fields are tolerated for forward compatibility."""
+
+
+class PairByQr(msgspec.Struct, tag_field="method", tag="qr"):
+    pass
+
+
+class PairByCode(msgspec.Struct, tag_field="method", tag="code"):
+    phone: Phone
+
+
+PairRequest = PairByQr | PairByCode
+
+
+class Session(msgspec.Struct, omit_defaults=True):
+    session_id: str
+    label: str
+    state: SessionState
+    since: datetime
+    created_at: datetime
+    reason: str | None = None
+    jid: str | None = None
+    node: str | None = None
+
+
+class SessionList(msgspec.Struct):
+    sessions: list[Session]
+
+
+class PairStarted(msgspec.Struct, omit_defaults=True):
+    state: SessionState
+    pair_code: str | None = None
+
+
+class SessionDeleted(msgspec.Struct):
+    session_id: str

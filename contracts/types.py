@@ -1,0 +1,59 @@
+"""Field types shared by the contract: ids, recipients, times, limits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+DIGITS_PATTERN = r"^[0-9]{6,15}$"
+RECIPIENT_PATTERN = r"^(?:[0-9]{6,15}|[0-9A-Za-z._:-]+@(?:s\.whatsapp\.net|g\.us|lid|broadcast|newsletter))$"
+
+MAX_LABEL = 256
+MAX_SEND_ID = 128
+MAX_TEXT = 65536
+
+# What a human should read when a value does not match a pattern (see envelope.explain).
+PATTERN_HINTS: dict[str, str] = {
+    SESSION_ID_PATTERN: "a session id of 1-64 characters A-Z a-z 0-9 _ -",
+    DIGITS_PATTERN: "digits of an E.164 number (6-15 digits)",
+    RECIPIENT_PATTERN: "digits of an E.164 number (6-15 digits), or a full JID",
+}
+
+SessionId = Annotated[str, msgspec.Meta(pattern=SESSION_ID_PATTERN, description=PATTERN_HINTS[SESSION_ID_PATTERN])]
+Phone = Annotated[str, msgspec.Meta(pattern=DIGITS_PATTERN, description=PATTERN_HINTS[DIGITS_PATTERN])]
+Recipient = Annotated[str, msgspec.Meta(pattern=RECIPIENT_PATTERN, description=PATTERN_HINTS[RECIPIENT_PATTERN])]
+Label = Annotated[str, msgspec.Meta(max_length=MAX_LABEL)]
+SendId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SEND_ID)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+# RFC 3339 with an explicit offset; naive times are refused rather than guessed.
+Time = Annotated[datetime, msgspec.Meta(tz=True)]
+
+SessionState = Literal[
+    "created",
+    "pairing",
+    "connecting",
+    "connected",
+    "disconnected",
+    "logged_out",
+    "banned",
+    "stopped",
+    "deleted",
+]
+
+OutboundState = Literal["queued", "sent", "delivered", "read", "failed", "expired"]
+TERMINAL_OUTBOUND_STATES: frozenset[str] = frozenset({"read", "failed", "expired"})
+
+# States that claim a live WhatsApp connection; only an owner that is alive may claim them.
+LIVE_STATES: frozenset[str] = frozenset({"pairing", "connecting", "connected"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def to_jid(recipient: str) -> str:
+    """A bare number becomes a user JID; a JID stays as it is."""
+    return recipient if "@" in recipient else f"{recipient}@s.whatsapp.net"

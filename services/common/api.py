@@ -1,0 +1,56 @@
+"""Request-reply plumbing: strict decoding and the v1 error envelope for FastStream handlers.
+
+Handlers take the decoded request Struct and return `Ok(data=...)`. A `ContractError` raised
+anywhere (by the decoder or the handler) becomes `{"ok": false, "error": ...}`; an unexpected
+exception becomes `internal` and is logged. A request without a reply subject has nobody to
+answer: its failure goes to `on_unanswered` (sends report it as an event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import structlog
+from faststream import BaseMiddleware
+from faststream.message import StreamMessage
+from faststream.nats import NatsRouter
+
+from contracts.envelope import ContractError, decode
+
+log = structlog.get_logger(__name__)
+
+UnansweredHook = Callable[[StreamMessage[Any], ContractError], Awaitable[None]]
+
+
+def strict(type_: type) -> Callable[[StreamMessage[Any]], Awaitable[Any]]:
+    """A FastStream decoder that decodes the body strictly into `type_` (see contracts.envelope)."""
+
+    async def decoder(msg: StreamMessage[Any]) -> Any:
+        return decode(msg.body, type_)
+
+    return decoder
+
+
+class EnvelopeMiddleware(BaseMiddleware):
+    def __init__(self, msg: Any, /, *, context: Any, on_unanswered: UnansweredHook | None = None) -> None:
+        super().__init__(msg, context=context)
+        self._on_unanswered = on_unanswered
+
+    async def consume_scope(self, call_next: Callable[..., Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        try:
+            return await call_next(msg)
+        except ContractError as exc:
+            error = exc
+        except Exception:
+            log.exception("request failed", subject=msg.raw_message.subject)
+            error = ContractError("internal", "internal error; the request was not completed")
+        if not msg.reply_to and self._on_unanswered is not None:
+            await self._on_unanswered(msg, error)
+        return error.reply()
+
+
+def request_router(on_unanswered: UnansweredHook | None = None) -> NatsRouter:
+    """A router whose subscribers answer with the v1 envelope."""
+    return NatsRouter(middlewares=[partial(EnvelopeMiddleware, on_unanswered=on_unanswered)])

@@ -1,0 +1,143 @@
+"""NATS plumbing shared by the services: topology, event publishing, request helpers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import msgspec
+import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from contracts.envelope import ContractError, Reply
+from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
+from contracts.subjects import Subjects
+from services.common.config import Settings
+
+T = TypeVar("T")
+DAY = 86400.0
+# Per-session consumers: the server's default of 1,000 per stream is far too low.
+MAX_CONSUMERS = 1_000_000
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    s = settings.subjects
+    return [
+        StreamConfig(
+            name=s.events_stream,
+            description="Public events (contract v1): status, inbound messages, outbound lifecycle",
+            subjects=[s.events_all],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.events_max_age_days * DAY,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=s.outbound_stream,
+            description="Accepted sends, one subject per session, consumed by the owning actor",
+            subjects=[s.outbound("*")],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_consumers=MAX_CONSUMERS,
+            duplicate_window=600.0,
+            allow_msg_schedules=True,
+        ),
+        StreamConfig(
+            name=s.dead_letter_stream,
+            description="Sends that failed for good, with the reason",
+            subjects=[s.dead_letter("*")],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * DAY,
+            duplicate_window=120.0,
+        ),
+    ]
+
+
+def leases_config(settings: Settings) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=settings.subjects.leases_bucket,
+        description="node.<id>: node leases (server-side TTL); own.<sid>: session ownership",
+        history=1,
+        storage=StorageType.FILE,
+        # Watchers see a marker the moment a node lease expires.
+        limit_marker_ttl=1.0,
+    )
+
+
+def sends_config(settings: Settings) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=settings.subjects.sends_bucket,
+        description="<sid>.<hash of send id>: intent, then outcome, of each send (at most once)",
+        history=1,
+        storage=StorageType.FILE,
+        ttl=settings.outbound_retention_days * DAY,
+    )
+
+
+async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update every stream and bucket; safe to run from many processes at once."""
+    for config in stream_configs(settings):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+    for bucket in (leases_config(settings), sends_config(settings)):
+        try:
+            await js.key_value(bucket.bucket)
+        except (NotFoundError, nats.js.errors.BucketNotFoundError):
+            try:
+                await js.create_key_value(bucket)
+            except BadRequestError:
+                pass  # created concurrently by another process
+
+
+class EventPublisher:
+    """Publishes public events with their `event_id` as `Nats-Msg-Id` (stored once)."""
+
+    def __init__(self, js: JetStreamContext, subjects: Subjects) -> None:
+        self._js = js
+        self._subjects = subjects
+
+    async def publish(self, event: Event) -> None:
+        kind = _EVENT_KIND[type(event)]
+        await self._js.publish(
+            self._subjects.event(event.session_id, kind),
+            encode(event),
+            headers={"Nats-Msg-Id": event.event_id},
+        )
+
+
+_EVENT_KIND: dict[type, str] = {StatusEvent: "status", MessageEvent: "message", OutboundEvent: "outbound"}
+
+
+async def request(nc: NatsClient, subject: str, body: Any, timeout: float = 5.0) -> Any:
+    """Send a request and return `data` of an ok reply; raise ContractError for an error reply."""
+    payload = body if isinstance(body, bytes) else encode(body)
+    try:
+        msg = await nc.request(subject, payload, timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise ContractError("session_unavailable", f"nobody answers {subject}") from None
+    reply = msgspec.json.decode(msg.data, type=Reply)
+    if not reply.ok:
+        assert reply.error is not None
+        raise ContractError(reply.error.code, reply.error.message)
+    return reply.data

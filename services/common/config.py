@@ -1,0 +1,85 @@
+"""One settings object for every service, read from `WA_*` environment variables."""
+
+from __future__ import annotations
+
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.subjects import Subjects
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WA_", extra="ignore")
+
+    # -- where things are -------------------------------------------------------------
+    nats_url: str = "nats://127.0.0.1:4222"
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_db: str = "wa_gateway"
+    prefix: str = "wa"
+    sim_prefix: str = "wasim"
+    data_dir: Path = Path(".data")
+    log_level: str = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    # -- session-actor node -----------------------------------------------------------
+    adapter: Literal["sim", "neonize"] = "sim"
+    node_name: str = Field(default_factory=socket.gethostname)
+    node_capacity: int = Field(default=1000, ge=1)
+    # Server-side expiry of a node lease (whole seconds: NATS per-message TTLs are seconds).
+    lease_ttl: int = Field(default=6, ge=2)
+    lease_renew_interval: float = Field(default=1.0, gt=0)
+    # A node stops all its actors when it has not renewed for this long. Must leave room,
+    # before the lease can expire elsewhere, for the WhatsApp side to notice the dead
+    # connection (see `sim_keepalive_timeout`): lease_self_stop + keepalive <= lease_ttl.
+    lease_self_stop: float = Field(default=3.0, gt=0)
+    # At most this many sessions move off an over-full node per rebalance round.
+    rebalance_batch: int = Field(default=10, ge=1)
+    rebalance_interval: float = Field(default=1.0, gt=0)
+    # Connection attempts per second per node, so a restore of S sessions is staggered.
+    connect_rate: float = Field(default=100.0, gt=0)
+    heartbeat_interval: float = Field(default=2.0, gt=0)
+
+    # -- reconnect policy -------------------------------------------------------------
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    flap_disconnects: int = 5
+    flap_window: float = 300.0
+    flap_backoff_floor: float = 120.0
+    pairing_timeout: float = 180.0
+
+    # -- retention --------------------------------------------------------------------
+    events_max_age_days: float = 7.0
+    outbound_retention_days: float = 7.0
+
+    # -- health-monitor ---------------------------------------------------------------
+    health_host: str = "127.0.0.1"
+    health_port: int = 8080
+
+    # -- simulated WhatsApp -----------------------------------------------------------
+    sim_qr_first: float = 60.0
+    sim_qr_next: float = 20.0
+    sim_qr_codes: int = 6
+    sim_keepalive_interval: float = 1.0
+    sim_keepalive_timeout: float = 3.0
+    sim_receipt_delay: float = 0.05
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        Subjects(self.prefix, self.sim_prefix)  # validates both prefixes
+        if self.lease_self_stop + self.sim_keepalive_timeout > self.lease_ttl:
+            raise ValueError(
+                "lease_self_stop + sim_keepalive_timeout must not exceed lease_ttl, or a frozen "
+                "owner's connection could outlive its lease"
+            )
+        if self.lease_renew_interval >= self.lease_self_stop:
+            raise ValueError("lease_renew_interval must be shorter than lease_self_stop")
+        return self
+
+    @cached_property
+    def subjects(self) -> Subjects:
+        return Subjects(self.prefix, self.sim_prefix)

@@ -1,0 +1,446 @@
+"""One session actor: the only code in the cluster that drives this session's connection.
+
+Everything that happens to the session (client events, timers, user commands) goes through
+one inbox and one task, so the state machine sees one input at a time. The actor carries
+out the machine's effects and checks, before anything leaves the process, that its node
+still holds the lease; every shared write is fenced by the actor's token besides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from contracts.envelope import ContractError, conflict, unavailable
+from contracts.events import MessageEvent, StatusEvent
+from contracts.types import utcnow
+from services.common.bus import new_id
+from services.session_actor import machine as m
+from services.session_actor.adapters.base import (
+    ClientEvent,
+    InboundMessage,
+    OfflineSyncCompleted,
+    Receipt,
+    StoreChanged,
+    Undecryptable,
+    WhatsAppClient,
+)
+from services.session_actor.outbound import SendExecutor
+from services.session_actor.vault import Restored, VaultError
+
+if TYPE_CHECKING:
+    from services.session_actor.node import Node
+
+log = structlog.get_logger(__name__)
+
+# A burst of store writes (key rotation, message sessions) becomes one snapshot.
+SNAPSHOT_DEBOUNCE = 2.0
+PAIR_CODE_TIMEOUT = 30.0
+
+
+@dataclass
+class Command:
+    op: str
+    body: Any
+    done: asyncio.Future[Any]
+
+
+class _Stop:
+    def __init__(self, graceful: bool, reason: str) -> None:
+        self.graceful = graceful
+        self.reason = reason
+
+
+class SessionActor:
+    def __init__(self, node: Node, sid: str, revision: int, token: str) -> None:
+        self.node = node
+        self.sid = sid
+        self.revision = revision
+        self.token = token
+        self.log = log.bind(session=sid, token=token)
+        self.machine = m.ConnectionMachine(node.reconnect_policy, random.Random())
+        self.client: WhatsAppClient | None = None
+        self.restored: Restored | None = None
+        self.state = "created"
+        self.reason: str | None = None
+        self.since: datetime = utcnow()
+        self.sender = SendExecutor(self)
+        self.connected = asyncio.Event()
+        self.finished = asyncio.Event()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._snapshot_timer: asyncio.TimerHandle | None = None
+        self._pair_code: asyncio.Future[str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._subscription: Any = None
+        self._stopping = False
+
+    # -- lifecycle (called by the node) -------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"actor-{self.sid}")
+
+    def stop(self, reason: str) -> None:
+        """Graceful stop: flush credentials, close, report; the node then releases ownership."""
+        self._inbox.put_nowait(_Stop(graceful=True, reason=reason))
+
+    def abort(self) -> None:
+        """Stop at once without touching shared state: this node no longer owns the session."""
+        self._inbox.put_nowait(_Stop(graceful=False, reason="ownership lost"))
+
+    async def command(self, op: str, body: Any) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(Command(op, body, done))
+        return await done
+
+    def emit(self, event: ClientEvent) -> None:
+        """Adapter callback; may be called from the loop's thread only."""
+        self._inbox.put_nowait(event)
+
+    @property
+    def live(self) -> bool:
+        return not self.finished.is_set()
+
+    # -- the loop -----------------------------------------------------------------------
+    async def _run(self) -> None:
+        try:
+            if await self._boot():
+                while True:
+                    item = await self._inbox.get()
+                    if isinstance(item, _Stop):
+                        await self._finish(item)
+                        return
+                    await self._dispatch(item)
+        except Exception:
+            self.log.exception("actor crashed; aborting")
+            await self._finish(_Stop(graceful=False, reason="actor crashed"))
+        finally:
+            self.finished.set()
+            self.node.actor_finished(self)
+
+    async def _boot(self) -> bool:
+        node = self.node
+        await asyncio.gather(node.sessions.fence(self.sid, self.token), node.vault.fence(self.sid, self.token))
+        doc = await node.sessions.get(self.sid)
+        if doc is None:
+            return False
+        self.state, self.since = doc["state"], doc["since"]
+        self._subscription = await node.nc.subscribe(
+            node.subjects.actor(self.sid, "*"), cb=self._on_command_msg
+        )
+        fallback_note: str | None = None
+        try:
+            self.restored = await node.vault.restore(self.sid)
+        except VaultError as exc:
+            self.log.error("credentials unusable", error=str(exc))
+            await self._report(m.Report("stopped", reason=f"credentials_unusable: {exc}"))
+            self.machine.phase = "stopped"
+            return True
+        if self.restored is not None:
+            node.write_store(self.sid, self.restored.store)
+            if self.restored.skipped:
+                fallback_note = "; ".join(f"version {v} skipped ({why})" for v, why in self.restored.skipped)
+                fallback_note = f"credentials restored from version {self.restored.version}: {fallback_note}"
+        self.client = node.factory.create(self.sid, node.store_path(self.sid), self.emit, time.monotonic)
+        self.sender.start()
+        start = m.Start(time.monotonic(), self.restored is not None, previous_state=doc["state"])
+        effects = self.machine.handle(start)
+        if fallback_note:
+            effects = [
+                m.Report("connecting", reason=fallback_note) if isinstance(e, m.Report) else e for e in effects
+            ]
+        await self._apply(effects)
+        return True
+
+    async def _dispatch(self, item: Any) -> None:
+        if isinstance(item, Command):
+            await self._handle_command(item)
+        elif isinstance(item, InboundMessage):
+            await self._inbound(item)
+        elif isinstance(item, Receipt):
+            await self.sender.receipt(item)
+        elif isinstance(item, StoreChanged):
+            self._schedule_snapshot(SNAPSHOT_DEBOUNCE)
+        elif isinstance(item, Undecryptable | OfflineSyncCompleted):
+            self.log.info("client notice", notice=type(item).__name__, detail=item)
+        elif isinstance(item, _Snapshot):
+            await self._snapshot()
+        else:
+            await self._apply(self.machine.handle(item))
+
+    # -- effects ------------------------------------------------------------------------
+    async def _apply(self, effects: list[m.Effect]) -> None:
+        for effect in effects:
+            if self._stopping and not isinstance(effect, m.Disconnect | m.Report | m.SnapshotCredentials):
+                continue
+            await self._carry_out(effect)
+
+    async def _carry_out(self, effect: m.Effect) -> None:
+        client = self.client
+        assert client is not None
+        match effect:
+            case m.Connect():
+                await self.node.connect_slot()
+                if not self._may_act():
+                    return
+                await client.connect()
+            case m.Disconnect():
+                self.connected.clear()
+                await client.disconnect()
+            case m.Logout():
+                with contextlib.suppress(Exception):
+                    await client.logout()
+            case m.RequestPairCode(phone=phone):
+                await self._request_pair_code(client, phone)
+            case m.DestroyCredentials():
+                await self._destroy_credentials()
+            case m.SnapshotCredentials():
+                await self._snapshot()
+            case m.StartTimer(timer=timer, delay=delay):
+                self._cancel_timer(timer)
+                self._timers[timer] = asyncio.get_running_loop().call_later(
+                    delay, lambda: self._inbox.put_nowait(m.TimerFired(time.monotonic(), timer))
+                )
+            case m.CancelTimer(timer=timer):
+                self._cancel_timer(timer)
+            case m.VerifyOwnership():
+                still = self.node.still_owner(self.sid, self.revision)
+                self._inbox.put_nowait(m.OwnershipChecked(time.monotonic(), still))
+            case m.Terminate():
+                self.abort()
+            case m.Report():
+                await self._report(effect)
+
+    async def _report(self, report: m.Report, pair_code: str | None = None) -> None:
+        if not self._may_act():
+            return
+        if report.state != self.state:
+            self.since = utcnow()
+        self.state, self.reason = report.state, report.reason
+        if report.state == "connected":
+            self.connected.set()
+        else:
+            self.connected.clear()
+        accepted = await self.node.sessions.report(
+            self.sid,
+            self.token,
+            state=report.state,
+            since=self.since,
+            reason=report.reason,
+            jid=report.jid,
+            node=self.node.id,
+        )
+        if not accepted:
+            self.log.warning("status write refused: a newer owner holds the session")
+            self.abort()
+            return
+        await self.node.events.publish(
+            StatusEvent(
+                event_id=new_id(),
+                session_id=self.sid,
+                at=utcnow(),
+                state=report.state,  # type: ignore[arg-type]
+                reason=report.reason,
+                node=self.node.id,
+                jid=report.jid,
+                qr=report.qr,
+                pair_code=pair_code,
+                token=self.token,
+            )
+        )
+
+    async def _request_pair_code(self, client: WhatsAppClient, phone: str) -> None:
+        try:
+            code = await client.pair_phone(phone)
+        except Exception as exc:
+            self.log.warning("pair code request failed", error=str(exc))
+            if self._pair_code and not self._pair_code.done():
+                self._pair_code.set_exception(ContractError("internal", f"pairing by code failed: {exc}"))
+            return
+        if self._pair_code and not self._pair_code.done():
+            self._pair_code.set_result(code)
+        await self._report(m.Report("pairing"), pair_code=code)
+
+    async def _destroy_credentials(self) -> None:
+        self.restored = None
+        self._cancel_snapshot()
+        if self._may_act():
+            await self.node.vault.destroy(self.sid, self.token)
+        if self.client is not None:
+            await self.client.close()
+        self.node.remove_store(self.sid)
+        # A fresh client with an empty store, ready to pair again.
+        self.client = self.node.factory.create(self.sid, self.node.store_path(self.sid), self.emit, time.monotonic)
+
+    def _schedule_snapshot(self, delay: float) -> None:
+        if self._snapshot_timer is None and self.machine.has_credentials:
+            self._snapshot_timer = asyncio.get_running_loop().call_later(
+                delay, lambda: self._inbox.put_nowait(_Snapshot())
+            )
+
+    def _cancel_snapshot(self) -> None:
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
+            self._snapshot_timer = None
+
+    async def _snapshot(self) -> None:
+        self._cancel_snapshot()
+        if self.client is None or not self.machine.has_credentials or not self._may_act():
+            return
+        try:
+            store = await self.client.snapshot()
+        except FileNotFoundError:
+            return
+        saved = await self.node.vault.save(self.sid, self.token, store, last=self.restored)
+        if saved is None:
+            self.log.warning("credential write refused: a newer owner holds the session")
+            self.abort()
+            return
+        if saved is not self.restored:
+            self.log.info("credentials saved", version=saved.version, bytes=len(store))
+        self.restored = saved
+
+    async def _inbound(self, message: InboundMessage) -> None:
+        if not self._may_act():
+            return
+        await self.node.events.publish(
+            MessageEvent(
+                event_id=f"{self.sid}:msg:{message.message_id}",
+                session_id=self.sid,
+                at=utcnow(),
+                message_id=message.message_id,
+                chat=message.chat,
+                sender=message.sender,
+                from_me=message.from_me,
+                type=message.type,
+                timestamp=message.timestamp,
+                text=message.text,
+            )
+        )
+        if message.ack is not None:
+            await message.ack()
+
+    # -- commands -------------------------------------------------------------------------
+    async def _on_command_msg(self, msg: Any) -> None:
+        op = msg.subject.rsplit(".", 1)[-1]
+        await self.node.answer(msg, lambda: self.command(op, msg.data))
+
+    async def _handle_command(self, cmd: Command) -> None:
+        try:
+            handler: Callable[[Any], Awaitable[Any]] = getattr(self, f"_cmd_{cmd.op}")
+        except AttributeError:
+            cmd.done.set_exception(ContractError("not_found", f"unknown session operation {cmd.op!r}"))
+            return
+        try:
+            result = await handler(cmd.body)
+        except Exception as exc:
+            if not cmd.done.done():
+                cmd.done.set_exception(exc)
+            return
+        if isinstance(result, asyncio.Future):
+            # Answered later (a pair code arrives after the first QR), without blocking the inbox.
+            _chain(result, cmd.done)
+        elif not cmd.done.done():
+            cmd.done.set_result(result)
+
+    async def _cmd_pair(self, body: Any) -> Any:
+        from contracts.sessions import PairByCode, PairStarted
+
+        if self.machine.has_credentials:
+            raise conflict("session is already linked; log out first to pair again")
+        phone = body.phone if isinstance(body, PairByCode) else None
+        if self.machine.phase == "pairing" and phone is None:
+            return PairStarted(state="pairing")
+        await self._apply(self.machine.handle(m.PairRequested(time.monotonic(), phone)))
+        if phone is None:
+            return PairStarted(state="pairing")
+        loop = asyncio.get_running_loop()
+        self._pair_code = loop.create_future()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        async def wait_code() -> None:
+            assert self._pair_code is not None
+            try:
+                code = await asyncio.wait_for(asyncio.shield(self._pair_code), PAIR_CODE_TIMEOUT)
+                answer.set_result(PairStarted(state="pairing", pair_code=code))
+            except TimeoutError:
+                answer.set_exception(ContractError("internal", "WhatsApp did not hand out a pair code in time"))
+            except Exception as exc:
+                answer.set_exception(exc)
+
+        asyncio.create_task(wait_code())
+        return answer
+
+    async def _cmd_logout(self, body: Any) -> Any:
+        await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))
+        return {"state": self.state}
+
+    async def _cmd_reconnect(self, body: Any) -> Any:
+        if self.machine.phase in ("idle", "logged_out") or not self.machine.has_credentials:
+            raise unavailable(f"session is {self.state}: pair it first")
+        if self.machine.phase == "banned":
+            raise unavailable(f"session is banned: {self.reason}")
+        await self._apply(self.machine.handle(m.ReconnectRequested(time.monotonic())))
+        return {"state": self.state}
+
+    async def _cmd_delete(self, body: Any) -> Any:
+        if self.machine.has_credentials:
+            await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))
+        else:
+            await self._destroy_credentials()
+        await self.sender.forget()
+        self._inbox.put_nowait(_Stop(graceful=False, reason="deleted"))
+        return {"session_id": self.sid}
+
+    # -- stopping ---------------------------------------------------------------------------
+    async def _finish(self, stop: _Stop) -> None:
+        self._stopping = True
+        if stop.graceful and self.client is not None:
+            await self._apply(self.machine.handle(m.StopRequested(time.monotonic(), stop.reason)))
+        for timer in list(self._timers):
+            self._cancel_timer(timer)
+        self._cancel_snapshot()
+        await self.sender.stop()
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.close()
+        self.node.remove_store(self.sid)
+        self.connected.clear()
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, Command) and not item.done.done():
+                item.done.set_exception(unavailable("session is moving to another node; retry"))
+
+    def _may_act(self) -> bool:
+        return self.node.may_act() and not self.finished.is_set()
+
+    def _cancel_timer(self, timer: str) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+
+class _Snapshot:
+    """Inbox item: the debounce delay after store changes is over."""
+
+
+def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    def copy(done: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if done.exception() is not None:
+            target.set_exception(done.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(copy)
