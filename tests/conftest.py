@@ -22,7 +22,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.devstack.servers import free_port, start_mongo, start_nats
+from services.session_actor.vault import new_key_entry
 from tests.support import Stack
+
+TEST_VAULT_KEYS = new_key_entry("test1")
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ def make_settings(infra: Infra, tmp_path: Path, **overrides: object) -> Settings
         "rebalance_interval": 0.3,
         "backoff_base": 0.2,
         "backoff_cap": 2.0,
+        "vault_keys": TEST_VAULT_KEYS,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

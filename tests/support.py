@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
+from pydantic import SecretStr
 
 from contracts.envelope import Reply
 from services.common.bus import encode
@@ -36,6 +37,10 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WA_")}
     for name in type(settings).model_fields:
         value = overrides.get(name, getattr(settings, name))
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[f"WA_{name.upper()}"] = str(value)
     env["PYTHONUNBUFFERED"] = "1"
     return env

@@ -6,7 +6,6 @@ import uuid
 from typing import Any, TypeVar
 
 import msgspec
-import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -15,7 +14,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 
 from contracts.envelope import ContractError, Reply
 from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
@@ -103,7 +102,7 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     for bucket in (leases_config(settings), sends_config(settings)):
         try:
             await js.key_value(bucket.bucket)
-        except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        except (NotFoundError, BucketNotFoundError):
             try:
                 await js.create_key_value(bucket)
             except BadRequestError:
@@ -130,12 +129,13 @@ _EVENT_KIND: dict[type, str] = {StatusEvent: "status", MessageEvent: "message", 
 
 
 async def request(nc: NatsClient, subject: str, body: Any, timeout: float = 5.0) -> Any:
-    """Send a request and return `data` of an ok reply; raise ContractError for an error reply."""
+    """Send a request and return `data` of an ok reply; raise ContractError for an error reply.
+
+    NATS' own NoRespondersError and TimeoutError pass through: what they mean depends on
+    the caller (a session between owners, a service that is down).
+    """
     payload = body if isinstance(body, bytes) else encode(body)
-    try:
-        msg = await nc.request(subject, payload, timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise ContractError("session_unavailable", f"nobody answers {subject}") from None
+    msg = await nc.request(subject, payload, timeout=timeout)
     reply = msgspec.json.decode(msg.data, type=Reply)
     if not reply.ok:
         assert reply.error is not None

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import Subjects
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # Connection attempts per second per node, so a restore of S sessions is staggered.
     connect_rate: float = Field(default=100.0, gt=0)
     heartbeat_interval: float = Field(default=2.0, gt=0)
+
+    # -- credential vault (see services/session_actor/vault.py) -----------------------
+    # `id:base64-32-byte-key` entries, comma or newline separated; the first one encrypts.
+    vault_keys: SecretStr = SecretStr("")
+    vault_key_file: Path | None = None
 
     # -- reconnect policy -------------------------------------------------------------
     backoff_base: float = 1.0

@@ -375,7 +375,7 @@ class SessionActor:
             except Exception as exc:
                 answer.set_exception(exc)
 
-        asyncio.create_task(wait_code())
+        self.node.background.spawn(wait_code(), name=f"pair-code-{self.sid}")
         return answer
 
     async def _cmd_logout(self, body: Any) -> Any:

@@ -39,6 +39,7 @@ from services.common.cluster import NODE, OWN, ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.pacing import TokenBucket
 from services.common.sessions import SessionStore
+from services.common.tasks import TaskSet
 from services.session_actor import placement
 from services.session_actor.actor import SessionActor
 from services.session_actor.adapters.base import ClientFactory
@@ -96,6 +97,7 @@ class Node:
         self._busy: set[str] = set()  # sessions being claimed, started or released
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.background = TaskSet()
         self._accepting = True
         self._loop_lag_ms = 0.0
 
@@ -133,6 +135,7 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.cancel_all()
         with contextlib.suppress(Exception):
             await self.kv.delete(NODE + self.id)
         await self.cluster.stop()
@@ -276,7 +279,7 @@ class Node:
 
             await asyncio.gather(*(claim(sid) for sid in decision.claim))
         for sid in decision.release[: self.settings.rebalance_batch]:
-            asyncio.create_task(self._release(sid, "rebalancing to another node"))
+            self.background.spawn(self._release(sid, "rebalancing to another node"))
 
     async def _claim(self, sid: str) -> None:
         entry = self.cluster.view.sessions.get(sid)

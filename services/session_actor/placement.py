@@ -2,13 +2,16 @@
 
 Every node runs the same rules on (nearly) the same view, so they agree without talking:
 
-- The fair share is ceil(sessions / live nodes), capped by the node's capacity.
+- A node's share is between floor and ceil of sessions / live nodes, capped by capacity.
 - Each claimable session (no owner, or an owner whose lease is gone) has a preferred node by
-  rendezvous hashing among live nodes that are below their share. The preferred node claims
-  at once; any other node with room claims it only after `patience`, so a slow or full
-  preferred node cannot strand it. The KV compare-and-set settles the rare races.
-- A node above its share hands off a few sessions per round (at most `batch`), only while
-  some other node is below its share, preferring sessions that hash to such a node.
+  rendezvous hashing among the neediest live nodes: those below the floor if there are any,
+  else those below the ceiling. The preferred node claims at once; any other node with room
+  claims it only after `patience`, so a slow or full preferred node cannot strand it. The KV
+  compare-and-set settles the rare races.
+- A node above the ceiling while another is below it, or above the floor while another is
+  below that, hands off a few sessions per round (at most `batch`), preferring sessions that
+  hash to a needier node. A node that just handed off is not needier than the receiver, so
+  it never wins its own sessions back.
 """
 
 from __future__ import annotations
@@ -51,26 +54,33 @@ def plan(
 ) -> Plan:
     live = live_nodes | {me}
     counts = Counter(node for node in owners.values() if node in live)
-    target = fair_share(len(owners), len(live), capacity)
+    ceiling = fair_share(len(owners), len(live), capacity)
+    floor = min(capacity, len(owners) // len(live))
     mine = counts[me]
-    below = sorted(node for node in live if counts[node] < target)
+    below_floor = sorted(node for node in live if counts[node] < floor)
+    below_ceiling = sorted(node for node in live if counts[node] < ceiling)
+    neediest = below_floor or below_ceiling
 
-    if mine < target:
-        room = min(target - mine, batch)
+    if mine < ceiling:
+        room = min(ceiling - mine, batch)
         claim: list[str] = []
         for sid in sorted(sid for sid, node in owners.items() if node is None or node not in live):
             if len(claim) >= room:
                 break
             waited = now - claimable_since.get(sid, now)
-            if preferred(sid, below) == me or waited >= patience:
+            if preferred(sid, neediest) == me or waited >= patience:
                 claim.append(sid)
         return Plan(claim=tuple(claim))
 
-    if mine > target and any(node != me for node in below):
-        others = [node for node in below if node != me]
-        ours = sorted(sid for sid, node in owners.items() if node == me)
-        # Sessions that hash to an under-loaded node first: they land there without a race.
-        ours.sort(key=lambda sid: preferred(sid, [*others, me]) == me)
-        return Plan(release=tuple(ours[: min(mine - target, batch)]))
-
-    return Plan()
+    others_below_floor = [node for node in below_floor if node != me]
+    others_below_ceiling = [node for node in below_ceiling if node != me]
+    if mine > floor and others_below_floor:
+        excess, receivers = mine - floor, others_below_floor
+    elif mine > ceiling and others_below_ceiling:
+        excess, receivers = mine - ceiling, others_below_ceiling
+    else:
+        return Plan()
+    ours = sorted(sid for sid, node in owners.items() if node == me)
+    # Sessions that hash to a receiving node first: they land there without a race.
+    ours.sort(key=lambda sid: preferred(sid, [*receivers, me]) == me)
+    return Plan(release=tuple(ours[: min(excess, batch)]))

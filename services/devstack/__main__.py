@@ -1,0 +1,3 @@
+from services.devstack.main import app
+
+app()

@@ -1,0 +1,81 @@
+"""`make run`: the whole system on one machine, on embedded servers unless real ones are set.
+
+Starts nats-server and the MongoDB-compatible dev server (data under WA_DATA_DIR, default
+.data/) unless WA_NATS_URL / WA_MONGO_URL are set, then every service as its own process
+under honcho, with logs prefixed by service name. Ctrl-C stops the services first (they
+hand off sessions and flush credentials) and the servers last.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import honcho.manager
+import typer
+
+from services.common.config import Settings
+from services.devstack.servers import EmbeddedServer, start_mongo, start_nats
+from services.session_actor.vault import new_key_entry
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+SERVICES = {
+    "wa-sim": "services.wa_sim",
+    "persistence": "services.persistence",
+    "outbound-queue": "services.outbound_queue",
+    "health-monitor": "services.health_monitor",
+}
+# Graceful session handoff can take longer than honcho's default 5 s.
+honcho.manager.KILL_WAIT = 60
+
+
+def dev_vault_key(data_dir: Path) -> Path:
+    """A generated key file for local use only; production passes WA_VAULT_KEYS from a secret."""
+    key_file = data_dir / "vault.keys"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(new_key_entry("dev1") + "\n")
+        key_file.chmod(0o600)
+    return key_file
+
+
+@app.command()
+def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> None:
+    """Start the embedded servers (unless configured) and every service."""
+    settings = Settings()
+    data_dir = settings.data_dir.resolve()
+    env = {k: v for k, v in os.environ.items()}
+    servers: list[EmbeddedServer] = []
+    try:
+        if "WA_NATS_URL" not in os.environ:
+            servers.append(start_nats(data_dir / "nats"))
+            env["WA_NATS_URL"] = servers[-1].url
+        if "WA_MONGO_URL" not in os.environ:
+            servers.append(start_mongo(data_dir / "mongo"))
+            env["WA_MONGO_URL"] = servers[-1].url
+        if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
+            env["WA_VAULT_KEY_FILE"] = str(dev_vault_key(data_dir))
+        env["WA_DATA_DIR"] = str(data_dir)
+        env["PYTHONUNBUFFERED"] = "1"
+        for server in servers:
+            typer.echo(f"{server.name}: {server.url} (data in {data_dir}, log {server.log_path})")
+        manager = honcho.manager.Manager()
+        for name, module in SERVICES.items():
+            manager.add_process(name, f"{sys.executable} -m {module}", env=env)
+        for i in range(nodes):
+            node_env = {**env, "WA_NODE_NAME": env.get("WA_NODE_NAME", f"node{i + 1}")}
+            manager.add_process(f"session-actor.{i + 1}", f"{sys.executable} -m services.session_actor", env=node_env)
+        typer.echo(f"health: http://{settings.health_host}:{settings.health_port}/healthz   CLI: .venv/bin/wactl --help")
+        manager.loop()
+        code = manager.returncode or 0
+    finally:
+        for server in reversed(servers):
+            server.stop()
+    raise typer.Exit(code)
+
+
+@app.callback()
+def main() -> None:
+    """The local development stack."""

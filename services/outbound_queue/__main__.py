@@ -1,0 +1,3 @@
+from services.outbound_queue.main import main
+
+main()

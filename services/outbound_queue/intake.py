@@ -1,0 +1,130 @@
+"""Intake of `<prefix>.send.<sid>`: validate, de-duplicate, queue durably, say `queued`.
+
+Idempotency has two layers. Within the outbound stream's duplicate window, JetStream drops a
+second publish with the same `Nats-Msg-Id`. Beyond it, the `outbound` document in MongoDB
+(keyed by session and id, kept for `outbound_retention_days`) answers `duplicate: true`. The
+document is written before the publish; a duplicate that arrives while the original could
+still be unpublished (a crash between the two) is published again under the same message id,
+which JetStream drops if the original made it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+from faststream.message import StreamMessage
+from nats.js import JetStreamContext
+
+from contracts.envelope import ContractError, ErrorBody, Ok, invalid, not_found, unavailable
+from contracts.events import OutboundEvent
+from contracts.internal import QueuedSend
+from contracts.sending import SendAccepted, SendText
+from contracts.types import SESSION_ID_PATTERN, utcnow
+from services.common.bus import EventPublisher, encode
+from services.common.cluster import ClusterView
+from services.common.config import Settings
+from services.common.mongo import GroupCommit
+
+_SID = re.compile(SESSION_ID_PATTERN)
+# Sessions that cannot send: no linked device, or the device is gone for good.
+UNAVAILABLE_STATES = {"created": "it is not paired yet", "logged_out": "it is logged out", "banned": "it is banned"}
+# Matches the outbound stream's duplicate_window (services/common/bus.py).
+DEDUPE_WINDOW = timedelta(seconds=600)
+
+
+def outbound_key(sid: str, send_id: str) -> str:
+    return f"{sid}/{send_id}"
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        js: JetStreamContext,
+        outbound: Any,
+        cluster: ClusterView,
+        states: dict[str, str],
+    ) -> None:
+        self._settings = settings
+        self._subjects = settings.subjects
+        self._js = js
+        self._outbound = outbound
+        self._records = GroupCommit(outbound)
+        self._cluster = cluster
+        self._states = states  # latest public state per session, from status events
+        self._events = EventPublisher(js, self._subjects)
+
+    def check_session(self, sid: str) -> None:
+        if not _SID.match(sid):
+            raise invalid(f"session id: expected 1-64 characters A-Z a-z 0-9 _ -, got {sid!r}")
+        if sid not in self._cluster.sessions:
+            raise not_found(f"no session {sid!r}")
+        why = UNAVAILABLE_STATES.get(self._states.get(sid, ""))
+        if why:
+            raise unavailable(f"session {sid!r} cannot send: {why}")
+
+    async def accept(self, sid: str, req: SendText) -> Ok[SendAccepted]:
+        self.check_session(sid)
+        now = utcnow()
+        key = outbound_key(sid, req.id)
+        record = {
+            "_id": key,
+            "session_id": sid,
+            "id": req.id,
+            "to": req.to,
+            "state": "queued",
+            "created_at": now,
+            "send_at": req.send_at,
+            "expires_at": req.expires_at,
+            "text_length": len(req.text),
+        }
+        fresh = await self._records.insert(record)
+        if not fresh:
+            existing = await self._outbound.find_one({"_id": key}, {"created_at": 1})
+            if existing is not None and now - existing["created_at"] < DEDUPE_WINDOW:
+                await self._enqueue(sid, req, existing["created_at"])
+            return Ok(data=SendAccepted(id=req.id, duplicate=True))
+        await self._enqueue(sid, req, now)
+        await self._events.publish(
+            OutboundEvent(event_id=f"{sid}:out:{req.id}:queued", session_id=sid, at=now, id=req.id, state="queued")
+        )
+        return Ok(data=SendAccepted(id=req.id, duplicate=False))
+
+    async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:
+        item = QueuedSend(
+            id=req.id,
+            session_id=sid,
+            to=req.to,
+            text=req.text,
+            accepted_at=accepted_at,
+            send_at=req.send_at,
+            expires_at=req.expires_at,
+        )
+        await self._js.publish(
+            self._subjects.outbound(sid),
+            encode(item),
+            headers={"Nats-Msg-Id": outbound_key(sid, req.id)},
+        )
+
+    async def report_unanswered(self, msg: StreamMessage[Any], error: ContractError) -> None:
+        """A send without a reply subject failed: say so on the session's outbound events."""
+        sid = msg.raw_message.subject.rsplit(".", 1)[-1]
+        if not _SID.match(sid):
+            return  # no valid session to report under; the error was logged by the middleware
+        try:
+            send_id = str(msgspec.json.decode(msg.body).get("id", ""))[:128]
+        except Exception:
+            send_id = ""
+        await self._events.publish(
+            OutboundEvent(
+                event_id=f"{sid}:out:{send_id}:rejected:{error.code}:{utcnow().timestamp()}",
+                session_id=sid,
+                at=utcnow(),
+                id=send_id,
+                state="failed",
+                error=ErrorBody(code=error.code, message=error.message),
+            )
+        )

@@ -1,0 +1,3 @@
+from services.session_actor.main import main
+
+main()

@@ -1,0 +1,170 @@
+"""The session API of contract v1 (`<prefix>.session.*`), answered by any node.
+
+Catalog operations (create, list, get) are served from MongoDB and the cluster view.
+Operations on a running session (pair, logout, reconnect, delete) are forwarded to the actor
+that owns it, wherever it runs; while the session is between owners the request waits a
+little and then fails with `session_unavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import Any
+
+import nats.errors
+from faststream import Path
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+
+from contracts.envelope import ContractError, Ok, invalid, not_found, unavailable
+from contracts.events import StatusEvent
+from contracts.internal import Ownership
+from contracts.sessions import (
+    Empty,
+    PairRequest,
+    PairStarted,
+    Session,
+    SessionCreate,
+    SessionDeleted,
+    SessionList,
+)
+from contracts.types import SESSION_ID_PATTERN, utcnow
+from services.common.api import request_router, strict
+from services.common.bus import encode, new_id, request
+from services.common.cluster import OWN
+from services.common.sessions import session_view
+from services.session_actor.node import Node
+from services.session_actor.outbound import consumer_name
+
+QUEUE = "session-api"
+WORKERS = 32
+_SID = re.compile(SESSION_ID_PATTERN)
+# Pairing by code waits for WhatsApp to hand out the code.
+ACTOR_TIMEOUT = 40.0
+
+
+class SessionApi:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def create(self, req: SessionCreate) -> Ok[Session]:
+        node = self._node
+        doc = await node.sessions.create(req.session_id, req.label, utcnow())
+        try:
+            try:
+                await node.kv.create(OWN + req.session_id, encode(Ownership()))
+            except KeyWrongLastSequenceError:  # a leftover entry of an earlier session
+                await node.kv.put(OWN + req.session_id, encode(Ownership()))
+        except Exception:
+            await node.sessions.remove(req.session_id)
+            raise
+        await node.events.publish(
+            StatusEvent(event_id=new_id(), session_id=req.session_id, at=doc["created_at"], state="created")
+        )
+        return Ok(data=session_view(doc, node.cluster.view))
+
+    async def list(self) -> Ok[SessionList]:
+        node = self._node
+        docs = await node.sessions.list()
+        return Ok(data=SessionList(sessions=[session_view(doc, node.cluster.view) for doc in docs]))
+
+    async def get(self, sid: str) -> Ok[Session]:
+        node = self._node
+        return Ok(data=session_view(await self._existing(sid), node.cluster.view))
+
+    async def pair(self, sid: str, req: PairRequest) -> Ok[PairStarted]:
+        await self._existing(sid)
+        data = await self._forward(sid, "pair", encode(req))
+        return Ok(data=PairStarted(state=data["state"], pair_code=data.get("pair_code")))
+
+    async def logout(self, sid: str) -> Ok[Session]:
+        await self._existing(sid)
+        await self._forward(sid, "logout", b"{}")
+        return await self.get(sid)
+
+    async def reconnect(self, sid: str) -> Ok[Session]:
+        await self._existing(sid)
+        await self._forward(sid, "reconnect", b"{}")
+        return await self.get(sid)
+
+    async def delete(self, sid: str) -> Ok[SessionDeleted]:
+        node = self._node
+        await self._existing(sid)
+        try:
+            await self._forward(sid, "delete", b"{}")
+        except ContractError as exc:
+            if exc.code != "session_unavailable":
+                raise
+            # Nobody runs it (no capacity anywhere): still honour the delete.
+            await node.vault.destroy(sid)
+        await node.sessions.mark_deleting(sid)
+        try:
+            await node.kv.delete(OWN + sid)
+        except NotFoundError:
+            pass
+        try:
+            await node.js.delete_consumer(node.subjects.outbound_stream, consumer_name(sid))
+        except NotFoundError:
+            pass
+        await node.sessions.remove(sid)
+        await node.events.publish(StatusEvent(event_id=new_id(), session_id=sid, at=utcnow(), state="deleted"))
+        return Ok(data=SessionDeleted(session_id=sid))
+
+    async def _existing(self, sid: str) -> dict[str, Any]:
+        if not _SID.match(sid):
+            raise invalid(f"session id: expected 1-64 characters A-Z a-z 0-9 _ -, got {sid!r}")
+        doc = await self._node.sessions.get(sid)
+        if doc is None:
+            raise not_found(f"no session {sid!r}")
+        return doc
+
+    async def _forward(self, sid: str, op: str, body: bytes) -> Any:
+        """Ask the owning actor; wait while the session moves between owners."""
+        node = self._node
+        deadline = time.monotonic() + node.settings.lease_ttl * 2 + 2
+        while True:
+            try:
+                return await request(node.nc, node.subjects.actor(sid, op), body, timeout=ACTOR_TIMEOUT)
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                if time.monotonic() >= deadline:
+                    raise unavailable(
+                        f"session {sid!r} has no running owner right now (moving between nodes, "
+                        "or every node is at capacity); retry later"
+                    ) from None
+            await asyncio.sleep(0.2)
+
+
+def build_router(api: SessionApi, settings: Any) -> Any:
+    s = settings.subjects
+    router = request_router()
+
+    @router.subscriber(s.session_create, queue=QUEUE, decoder=strict(SessionCreate), max_workers=WORKERS)
+    async def create(req: SessionCreate) -> Ok[Session]:
+        return await api.create(req)
+
+    @router.subscriber(s.session_list, queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
+    async def list_sessions(req: Empty) -> Ok[SessionList]:
+        return await api.list()
+
+    @router.subscriber(s.session("{sid}", "get"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
+    async def get(req: Empty, sid: str = Path()) -> Ok[Session]:
+        return await api.get(sid)
+
+    @router.subscriber(s.session("{sid}", "pair"), queue=QUEUE, decoder=strict(PairRequest), max_workers=WORKERS)
+    async def pair(req: PairRequest, sid: str = Path()) -> Ok[PairStarted]:
+        return await api.pair(sid, req)
+
+    @router.subscriber(s.session("{sid}", "logout"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
+    async def logout(req: Empty, sid: str = Path()) -> Ok[Session]:
+        return await api.logout(sid)
+
+    @router.subscriber(s.session("{sid}", "reconnect"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
+    async def reconnect(req: Empty, sid: str = Path()) -> Ok[Session]:
+        return await api.reconnect(sid)
+
+    @router.subscriber(s.session("{sid}", "delete"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
+    async def delete(req: Empty, sid: str = Path()) -> Ok[SessionDeleted]:
+        return await api.delete(sid)
+
+    return router
