@@ -1,0 +1,78 @@
+"""The AsyncAPI 3.0 document of every service, generated from the FastStream apps.
+
+FastStream builds payload schemas through pydantic, which cannot describe a msgspec Struct
+(upstream issue ag2ai/faststream#2101). `describe_structs` gives every Struct a pydantic
+hook that returns msgspec's own JSON Schema, references inlined (pydantic refuses
+references it did not create). Run: `python -m contracts.asyncapi docs/asyncapi.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from pydantic_core import core_schema
+
+import contracts
+
+
+def _inline(schema: Any, components: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _inline(components[schema["$ref"].rsplit("/", 1)[1]], components)
+        return {key: _inline(value, components) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_inline(value, components) for value in schema]
+    return schema
+
+
+def json_schema(type_: Any) -> dict[str, Any]:
+    """msgspec's JSON Schema of a type, self-contained."""
+    (top,), components = msgspec.json.schema_components([type_])
+    return _inline(top, components)
+
+
+def _pydantic_schema(cls: type, source: Any, handler: Any) -> core_schema.CoreSchema:
+    schema = json_schema(source)
+    return core_schema.any_schema(metadata={"pydantic_js_functions": [lambda _core, _handler: schema]})
+
+
+def describe_structs() -> None:
+    """Let pydantic (and so FastStream's AsyncAPI) describe every msgspec Struct."""
+    pending = [msgspec.Struct]
+    while pending:
+        for sub in pending.pop().__subclasses__():
+            sub.__get_pydantic_core_schema__ = classmethod(_pydantic_schema)  # type: ignore[attr-defined]
+            pending.append(sub)
+
+
+def document() -> dict[str, Any]:
+    """One AsyncAPI document for the request subjects every service answers."""
+    from faststream.nats import NatsBroker
+    from faststream.specification import AsyncAPI
+
+    from services.common.config import Settings
+    from services.common.runtime import make_broker
+    from services.session_actor.api import build_router
+
+    describe_structs()
+    settings = Settings()
+    broker: NatsBroker = make_broker(settings, "asyncapi")
+    broker.include_router(build_router(None, settings))  # type: ignore[arg-type]
+    spec = AsyncAPI(
+        broker,
+        title="WhatsApp session gateway",
+        version=contracts.__version__,
+        description="Contract v1: requests and replies over NATS. Events: see the JSON Schema.",
+        schema_version="3.0.0",
+    )
+    return json.loads(spec.to_specification().to_json())
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    text = json.dumps(document(), indent=2, sort_keys=True) + "\n"
+    out.write_text(text) if out else sys.stdout.write(text)

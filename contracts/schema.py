@@ -1,0 +1,61 @@
+"""JSON Schema of every public message of contract v1 (requests, replies, events).
+
+Run: `python -m contracts.schema docs/contract-v1.schema.json` (also `make schema`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.envelope import Err, Ok
+from contracts.events import MessageEvent, OutboundEvent, StatusEvent
+from contracts.sending import SendAccepted, SendText
+from contracts.sessions import PairRequest, PairStarted, Session, SessionCreate, SessionDeleted, SessionList
+
+# What travels on each subject pattern of contract v1 (the prefix is configurable). Every
+# reply is either the `Ok` named here or `Err`.
+MESSAGES: dict[str, tuple[Any, Any]] = {
+    "wa.session.create": (SessionCreate, Ok[Session]),
+    "wa.session.list": (dict, Ok[SessionList]),
+    "wa.session.<sid>.get": (dict, Ok[Session]),
+    "wa.session.<sid>.pair": (PairRequest, Ok[PairStarted]),
+    "wa.session.<sid>.logout": (dict, Ok[Session]),
+    "wa.session.<sid>.delete": (dict, Ok[SessionDeleted]),
+    "wa.session.<sid>.reconnect": (dict, Ok[Session]),
+    "wa.send.<sid>": (SendText, Ok[SendAccepted]),
+    "wa.evt.<sid>.status": (StatusEvent, None),
+    "wa.evt.<sid>.message": (MessageEvent, None),
+    "wa.evt.<sid>.outbound": (OutboundEvent, None),
+}
+
+
+def document() -> dict[str, Any]:
+    types = [Err, *(t for pair in MESSAGES.values() for t in pair if t is not None)]
+    schemas, components = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    error, *found_list = schemas
+    found = iter(found_list)
+    subjects = {}
+    for subject, (_, reply) in MESSAGES.items():
+        entry = {"body": next(found)}
+        if reply is not None:
+            entry["reply"] = {"oneOf": [next(found), error]}
+        subjects[subject] = entry
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "WhatsApp session gateway, public NATS contract v1",
+        "subjects": subjects,
+        "$defs": components,
+    }
+
+
+if __name__ == "__main__":
+    text = json.dumps(document(), indent=2, sort_keys=True) + "\n"
+    if len(sys.argv) > 1:
+        Path(sys.argv[1]).write_text(text)
+    else:
+        sys.stdout.write(text)
