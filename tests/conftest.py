@@ -16,9 +16,9 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.devstack.servers import free_port, start_mongo, start_nats
@@ -125,8 +125,8 @@ async def nc(settings: Settings) -> AsyncIterator[NatsClient]:
 
 @pytest.fixture
 async def db(settings: Settings) -> AsyncIterator[AsyncDatabase]:
-    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, tz_aware=True)
-    yield client[settings.mongo_db]
+    client, database = mongo.connect(settings, "tests")
+    yield database
     await client.drop_database(settings.mongo_db)
     await client.close()
 
@@ -138,7 +138,7 @@ def stack(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) ->
     yield running
     failed = getattr(request.node, "rep_call", None)
     running.stop_all()
-    if failed is not None and failed.failed or os.environ.get("WA_TEST_SHOW_LOGS"):
+    if (failed is not None and failed.failed) or os.environ.get("WA_TEST_SHOW_LOGS"):
         print(running.logs())
 
 

@@ -17,8 +17,15 @@ DUPLICATE_KEY = 11000
 
 
 def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncDatabase]:
+    # Acknowledged must mean durable: replies and acks follow writes. Without journaling a
+    # killed server can lose acknowledged writes (seen with the dev server: 200 of 5,000).
     client: AsyncMongoClient = AsyncMongoClient(
-        settings.mongo_url, appname=app_name, tz_aware=True, serverSelectionTimeoutMS=10_000
+        settings.mongo_url,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=10_000,
+        w="majority",
+        journal=True,
     )
     return client, client[settings.mongo_db]
 

@@ -1,0 +1,3 @@
+from services.health_monitor.main import main
+
+main()

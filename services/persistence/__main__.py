@@ -1,0 +1,3 @@
+from services.persistence.main import main
+
+main()
