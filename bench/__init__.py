@@ -1,0 +1,1 @@
+"""Standalone benchmarks: `.venv/bin/python -m bench.<name>`."""
