@@ -17,7 +17,7 @@ import typer
 
 from services.common.config import Settings
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats
-from services.session_actor.vault import new_key_entry
+from services.session_actor.vault import DEV_KEY_FILE, new_key_entry
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -33,7 +33,7 @@ honcho.manager.KILL_WAIT = 60
 
 def dev_vault_key(data_dir: Path) -> Path:
     """A generated key file for local use only; production passes WA_VAULT_KEYS from a secret."""
-    key_file = data_dir / "vault.keys"
+    key_file = data_dir / DEV_KEY_FILE
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_text(new_key_entry("dev1") + "\n")
@@ -56,7 +56,7 @@ def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> No
             servers.append(start_mongo(data_dir / "mongo"))
             env["WA_MONGO_URL"] = servers[-1].url
         if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
-            env["WA_VAULT_KEY_FILE"] = str(dev_vault_key(data_dir))
+            dev_vault_key(data_dir)  # session-actor and wactl find it under WA_DATA_DIR
         env["WA_DATA_DIR"] = str(data_dir)
         env["PYTHONUNBUFFERED"] = "1"
         for server in servers:

@@ -87,10 +87,11 @@ class Intake:
             if existing is not None and now - existing["created_at"] < DEDUPE_WINDOW:
                 await self._enqueue(sid, req, existing["created_at"])
             return Ok(data=SendAccepted(id=req.id, duplicate=True))
-        await self._enqueue(sid, req, now)
+        # `queued` goes out before the send can reach its actor, so no `sent` precedes it.
         await self._events.publish(
             OutboundEvent(event_id=f"{sid}:out:{req.id}:queued", session_id=sid, at=now, id=req.id, state="queued")
         )
+        await self._enqueue(sid, req, now)
         return Ok(data=SendAccepted(id=req.id, duplicate=False))
 
     async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:

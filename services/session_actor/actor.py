@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from contracts.envelope import ContractError, conflict, unavailable
+from contracts.envelope import ContractError, conflict, decode, unavailable
 from contracts.events import MessageEvent, StatusEvent
+from contracts.sessions import PairByCode, PairRequest, PairStarted
 from contracts.types import utcnow
 from services.common.bus import new_id
 from services.session_actor import machine as m
@@ -329,8 +330,10 @@ class SessionActor:
 
     # -- commands -------------------------------------------------------------------------
     async def _on_command_msg(self, msg: Any) -> None:
+        # Answered from a task of its own: the reply must outlive this subscription, which
+        # the actor drops when a command (delete) ends it.
         op = msg.subject.rsplit(".", 1)[-1]
-        await self.node.answer(msg, lambda: self.command(op, msg.data))
+        self.node.background.spawn(self.node.answer(msg, lambda: self.command(op, msg.data)))
 
     async def _handle_command(self, cmd: Command) -> None:
         try:
@@ -350,12 +353,11 @@ class SessionActor:
         elif not cmd.done.done():
             cmd.done.set_result(result)
 
-    async def _cmd_pair(self, body: Any) -> Any:
-        from contracts.sessions import PairByCode, PairStarted
-
+    async def _cmd_pair(self, body: bytes) -> Any:
+        request = decode(body, PairRequest)
         if self.machine.has_credentials:
             raise conflict("session is already linked; log out first to pair again")
-        phone = body.phone if isinstance(body, PairByCode) else None
+        phone = request.phone if isinstance(request, PairByCode) else None
         if self.machine.phase == "pairing" and phone is None:
             return PairStarted(state="pairing")
         await self._apply(self.machine.handle(m.PairRequested(time.monotonic(), phone)))

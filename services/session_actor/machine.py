@@ -319,7 +319,8 @@ class ConnectionMachine:
             return self._dial(reason=None)
         self.idle_state = e.previous_state if e.previous_state in ("logged_out", "stopped") else "created"
         self.phase = "idle"
-        return [Report(self.idle_state)]
+        # A new owner of an idle session has nothing new to say.
+        return [] if e.previous_state == self.idle_state else [Report(self.idle_state)]
 
     def _on_PairRequested(self, e: PairRequested) -> list[Effect]:
         # The actor refuses pair requests for linked sessions before they get here.

@@ -22,7 +22,7 @@ from services.session_actor.vault import Keyring
 
 
 async def serve(settings: Settings) -> None:
-    keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file)
+    keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir)
     await wait_for_servers(settings)
     broker = make_broker(settings, f"session-actor/{settings.node_name}")
     await broker.connect()

@@ -39,6 +39,8 @@ from pymongo.errors import DuplicateKeyError
 from contracts.types import utcnow
 
 KEEP_VERSIONS = 3
+# Where `make run` keeps a generated key (local development only), under WA_DATA_DIR.
+DEV_KEY_FILE = "vault.keys"
 INLINE_LIMIT = 4 * 1024 * 1024
 
 
@@ -82,11 +84,14 @@ class Keyring:
         return cls(keys, order[0])
 
     @classmethod
-    def load(cls, keys: str, key_file: Path | None) -> Keyring:
+    def load(cls, keys: str, key_file: Path | None, data_dir: Path | None = None) -> Keyring:
+        """From WA_VAULT_KEYS, else WA_VAULT_KEY_FILE, else the dev key `make run` generates."""
         if keys.strip():
             return cls.parse(keys)
-        if key_file is not None and key_file.exists():
-            return cls.parse(key_file.read_text())
+        dev_file = data_dir / DEV_KEY_FILE if data_dir is not None else None
+        for candidate in (key_file, dev_file):
+            if candidate is not None and candidate.exists():
+                return cls.parse(candidate.read_text())
         raise VaultError("no vault key configured: set WA_VAULT_KEYS or WA_VAULT_KEY_FILE")
 
 

@@ -1,0 +1,1 @@
+"""wactl: the command-line tool of the gateway (see main.py)."""

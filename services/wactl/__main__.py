@@ -1,0 +1,3 @@
+from services.wactl.main import app
+
+app(prog_name="wactl")
