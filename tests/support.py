@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from contracts.envelope import Reply
 from services.common.bus import encode
 from services.common.config import Settings
+from services.devstack.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +98,7 @@ class Stack:
         self.start("wa-sim")
         self.start("persistence")
         self.start("outbound-queue")
-        self.start("health-monitor")
+        self.start("health-monitor", health_port=free_port())
         for i in range(nodes):
             self.start("session-actor", f"node{i + 1}")
 
@@ -141,15 +142,22 @@ class Stack:
 async def wait_until(
     predicate: Callable[[], Awaitable[Any] | Any], timeout: float = 15.0, interval: float = 0.05, what: str = ""
 ) -> Any:
-    """Poll until `predicate()` is truthy; return its value or fail with `what`."""
+    """Poll until `predicate()` is truthy; return its value or fail with `what`.
+
+    A predicate that raises (a service not answering yet) counts as not yet.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        last = predicate()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
+        try:
+            last = predicate()
+            if asyncio.iscoroutine(last):
+                last = await last
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate!r} (last: {last!r})")
 
@@ -217,3 +225,47 @@ class EventTap:
             return next((e for e in events if e["state"] == state), None)
 
         return await wait_until(found, timeout, what=f"{sid} reaching {state}")
+
+
+class DevStack:
+    """`python -m services.devstack run`, the command behind `make run`, as a test process."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = settings_env(self.settings)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "services.devstack", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        """Ctrl-C, as a user would press it."""
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGINT)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            return None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+async def pair(nc: NatsClient, settings: Settings, tap: EventTap, sid: str, label: str = "") -> None:
+    """Create `sid` (if needed) and link it through the simulated phone: ends `connected`."""
+    s = settings.subjects
+    reply = await call(nc, s.session_create, {"session_id": sid, "label": label})
+    assert reply.ok or reply.error.code == "conflict", reply.error
+    await call_ok(nc, s.session(sid, "pair"), {"method": "qr"}, timeout=30)
+    await tap.wait_for(sid, "status", lambda e: bool(e.get("qr")), timeout=30)
+    await call_ok(nc, s.sim(sid, "scan"), {})
+    await tap.wait_state(sid, "connected", timeout=30)

@@ -1,17 +1,17 @@
 """Intake of `<prefix>.send.<sid>`: validate, de-duplicate, queue durably, say `queued`.
 
-Idempotency has two layers. Within the outbound stream's duplicate window, JetStream drops a
-second publish with the same `Nats-Msg-Id`. Beyond it, the `outbound` document in MongoDB
-(keyed by session and id, kept for `outbound_retention_days`) answers `duplicate: true`. The
-document is written before the publish; a duplicate that arrives while the original could
-still be unpublished (a crash between the two) is published again under the same message id,
-which JetStream drops if the original made it.
+Idempotency lives in the send journal (services/common/sends.py): the first request with an
+id creates its record; any later one finds it and is answered `duplicate: true`, for as long
+as records are kept (`outbound_retention_days`), far beyond JetStream's duplicate window.
+The record is written before the publish. A duplicate whose send is still `accepted` (it may
+be waiting in the queue, or a crash may have hit between record and publish) is published
+again under the same message id: JetStream drops it inside its window, and beyond it the
+actor's compare-and-set lets only one copy ever be sent.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -26,17 +26,11 @@ from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.bus import EventPublisher, encode
 from services.common.cluster import ClusterView
 from services.common.config import Settings
-from services.common.mongo import GroupCommit
+from services.common.sends import SendJournal
 
 _SID = re.compile(SESSION_ID_PATTERN)
 # Sessions that cannot send: no linked device, or the device is gone for good.
 UNAVAILABLE_STATES = {"created": "it is not paired yet", "logged_out": "it is logged out", "banned": "it is banned"}
-# Matches the outbound stream's duplicate_window (services/common/bus.py).
-DEDUPE_WINDOW = timedelta(seconds=600)
-
-
-def outbound_key(sid: str, send_id: str) -> str:
-    return f"{sid}/{send_id}"
 
 
 class Intake:
@@ -44,15 +38,13 @@ class Intake:
         self,
         settings: Settings,
         js: JetStreamContext,
-        outbound: Any,
+        journal: SendJournal,
         cluster: ClusterView,
         states: dict[str, str],
     ) -> None:
-        self._settings = settings
         self._subjects = settings.subjects
         self._js = js
-        self._outbound = outbound
-        self._records = GroupCommit(outbound)
+        self._journal = journal
         self._cluster = cluster
         self._states = states  # latest public state per session, from status events
         self._events = EventPublisher(js, self._subjects)
@@ -69,23 +61,10 @@ class Intake:
     async def accept(self, sid: str, req: SendText) -> Ok[SendAccepted]:
         self.check_session(sid)
         now = utcnow()
-        key = outbound_key(sid, req.id)
-        record = {
-            "_id": key,
-            "session_id": sid,
-            "id": req.id,
-            "to": req.to,
-            "state": "queued",
-            "created_at": now,
-            "send_at": req.send_at,
-            "expires_at": req.expires_at,
-            "text_length": len(req.text),
-        }
-        fresh = await self._records.insert(record)
-        if not fresh:
-            existing = await self._outbound.find_one({"_id": key}, {"created_at": 1})
-            if existing is not None and now - existing["created_at"] < DEDUPE_WINDOW:
-                await self._enqueue(sid, req, existing["created_at"])
+        existing = await self._journal.accept(sid, req.id, now)
+        if existing is not None:
+            if existing.state == "accepted":
+                await self._enqueue(sid, req, existing.accepted_at or now)
             return Ok(data=SendAccepted(id=req.id, duplicate=True))
         # `queued` goes out before the send can reach its actor, so no `sent` precedes it.
         await self._events.publish(
@@ -107,7 +86,7 @@ class Intake:
         await self._js.publish(
             self._subjects.outbound(sid),
             encode(item),
-            headers={"Nats-Msg-Id": outbound_key(sid, req.id)},
+            headers={"Nats-Msg-Id": f"{sid}/{req.id}"},
         )
 
     async def report_unanswered(self, msg: StreamMessage[Any], error: ContractError) -> None:
@@ -119,6 +98,8 @@ class Intake:
             send_id = str(msgspec.json.decode(msg.body).get("id", ""))[:128]
         except Exception:
             send_id = ""
+        if send_id and await self._journal.get(sid, send_id) is not None:
+            return  # that id names an accepted send: a bad copy must not mark it failed
         await self._events.publish(
             OutboundEvent(
                 event_id=f"{sid}:out:{send_id}:rejected:{error.code}:{utcnow().timestamp()}",

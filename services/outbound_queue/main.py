@@ -13,16 +13,16 @@ import msgspec
 from faststream import FastStream, Path
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
-from pymongo import ASCENDING
 
 from contracts.envelope import Ok
 from contracts.sending import SendAccepted, SendText
-from services.common import logs, mongo
+from services.common import logs
 from services.common.api import request_router, strict
 from services.common.bus import ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
+from services.common.sends import SendJournal
 from services.outbound_queue.intake import Intake
 
 WORKERS = 256
@@ -47,22 +47,17 @@ async def follow_states(js: JetStreamContext, settings: Settings, states: dict[s
 
 
 async def serve(settings: Settings) -> None:
-    await wait_for_servers(settings)
+    await wait_for_servers(settings, mongo=False)
     broker = make_broker(settings, "outbound-queue")
     await broker.connect()
     js = broker.connection.jetstream()
     await ensure_topology(js, settings)
-    mongo_client, db = mongo.connect(settings, "outbound-queue")
-    outbound = db["outbound"]
-    await outbound.create_index([("session_id", ASCENDING), ("message_id", ASCENDING)])
-    await outbound.create_index(
-        [("created_at", ASCENDING)], expireAfterSeconds=int(settings.outbound_retention_days * 86400)
-    )
     cluster = ClusterWatcher(js, settings)
     await cluster.start()
     states: dict[str, str] = {}
     await follow_states(js, settings, states)
-    intake = Intake(settings, js, outbound, cluster.view, states)
+    journal = SendJournal(await js.key_value(settings.subjects.sends_bucket))
+    intake = Intake(settings, js, journal, cluster.view, states)
 
     router = request_router(on_unanswered=intake.report_unanswered)
 
@@ -78,7 +73,6 @@ async def serve(settings: Settings) -> None:
     @app.on_shutdown
     async def stop() -> None:
         await cluster.stop()
-        await mongo_client.close()
 
     await app.run()
 

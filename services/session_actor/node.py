@@ -38,6 +38,7 @@ from services.common.bus import EventPublisher, encode
 from services.common.cluster import NODE, OWN, ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.pacing import TokenBucket
+from services.common.sends import SendJournal
 from services.common.sessions import SessionStore
 from services.common.tasks import TaskSet
 from services.session_actor import placement
@@ -89,7 +90,7 @@ class Node:
             pairing_timeout=settings.pairing_timeout,
         )
         self.actors: dict[str, SessionActor] = {}
-        self.sends: KeyValue
+        self.journal: SendJournal
         self.kv: KeyValue
         self._lease_revision = 0
         self._connects = TokenBucket.full(settings.connect_rate, burst=max(1.0, settings.connect_rate / 10))
@@ -106,7 +107,7 @@ class Node:
         self.store_root.mkdir(parents=True, exist_ok=True)
         self._clean_old_stores()
         await self.factory.start()
-        self.sends = await self.js.key_value(self.subjects.sends_bucket)
+        self.journal = SendJournal(await self.js.key_value(self.subjects.sends_bucket))
         await self.cluster.start()
         assert self.cluster.kv is not None
         self.kv = self.cluster.kv

@@ -4,9 +4,9 @@ Each session has a durable consumer on its own subject of the outbound stream wi
 message in flight at a time, so sends leave in acceptance order, and whichever node owns
 the session next continues where the last owner stopped.
 
-At most once: before sending, the actor records its intent in the sends bucket with a
-create (which fails if any record exists); after sending, it records the result. A message
-that comes back with an intent but no result may or may not have reached WhatsApp; it is
+At most once: before sending, the actor moves the send's journal record from `accepted` to
+`sending` by compare-and-set (services/common/sends.py); after sending, it records the
+result. A message that comes back in `sending` may or may not have reached WhatsApp; it is
 reported `failed` with code `ambiguous` instead of being sent again.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import random
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from contracts.envelope import ErrorBody
 from contracts.events import OutboundEvent
 from contracts.internal import QueuedSend
 from contracts.types import to_jid, utcnow
-from services.common.bus import encode
+from services.common.sends import SendRecord
 from services.session_actor.adapters.base import Receipt, SendError
 
 if TYPE_CHECKING:
@@ -44,22 +43,7 @@ RETRY_CAP = 30.0
 RECENT_SENDS = 10_000
 
 
-class SendRecord(msgspec.Struct, omit_defaults=True):
-    """Value in the sends bucket: intent first, then the outcome."""
-
-    id: str
-    token: str
-    node: str
-    message_id: str | None = None
-    failed: str | None = None
-
-
-_record = msgspec.json.Decoder(SendRecord)
 _queued = msgspec.json.Decoder(QueuedSend)
-
-
-def send_key(sid: str, send_id: str) -> str:
-    return f"{sid}.{hashlib.sha256(send_id.encode()).hexdigest()[:40]}"
 
 
 def consumer_name(sid: str) -> str:
@@ -126,37 +110,48 @@ class SendExecutor:
     async def _deliver(self, msg: Any) -> None:
         item = _queued.decode(msg.data)
         node = self.actor.node
-        key = send_key(self.actor.sid, item.id)
-        intent = SendRecord(id=item.id, token=self.actor.token, node=node.id)
-        try:
-            await node.sends.create(key, encode(intent))
-        except KeyWrongLastSequenceError:
-            await self._settle_seen(msg, item, _record.decode((await node.sends.get(key)).value))
+        claimed, intent = await node.journal.claim(self.actor.sid, item.id, self.actor.token, node.id)
+        if not claimed:
+            await self._settle_seen(msg, item, intent)
             return
         attempt = 0
         while True:
-            attempt += 1
+            # A session that is offline holds its next send; waiting costs no attempt.
+            await self._holding(msg, self.actor.connected.wait())
             try:
                 result = await self._send(item)
                 break
             except SendError as exc:
                 if exc.ambiguous:
-                    await self._fail(msg, item, "ambiguous", exc.message, record=None)
+                    await self._fail(msg, item, "ambiguous", exc.message, record=intent)
                     return
+                attempt += exc.code != "not_connected"
                 if exc.permanent or attempt >= MAX_ATTEMPTS:
                     await self._fail(msg, item, exc.code, exc.message, record=intent)
                     return
-                delay = min(RETRY_CAP, RETRY_BASE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                # It surely did not go out: hand it back, so a crash now leaves it sendable.
+                await node.journal.settle(self.actor.sid, SendRecord(id=item.id, state="accepted"))
+                delay = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)
                 log.info("send failed, retrying", session=self.actor.sid, id=item.id, error=str(exc), delay=delay)
-                await msg.in_progress()
-                await asyncio.sleep(delay)
-                await self.actor.connected.wait()
-                await msg.in_progress()
-        done = msgspec.structs.replace(intent, message_id=result.message_id)
-        await node.sends.put(key, encode(done))
+                await self._holding(msg, asyncio.sleep(delay))
+                claimed, intent = await node.journal.claim(self.actor.sid, item.id, self.actor.token, node.id)
+                if not claimed:
+                    await self._settle_seen(msg, item, intent)
+                    return
+        await node.journal.settle(self.actor.sid, msgspec.structs.replace(intent, state="sent", message_id=result.message_id))
         self._remember(result.message_id, item.id)
         await self._publish(item.id, "sent", message_id=result.message_id)
         await msg.ack()
+
+    async def _holding(self, msg: Any, waiting: Any) -> None:
+        """Wait while telling JetStream we still work on `msg` (no redelivery meanwhile)."""
+        task = asyncio.ensure_future(waiting)
+        try:
+            while not task.done():
+                await msg.in_progress()
+                await asyncio.wait([task], timeout=ACK_WAIT / 3)
+        finally:
+            task.cancel()
 
     async def _send(self, item: QueuedSend) -> Any:
         client = self.actor.client
@@ -166,10 +161,10 @@ class SendExecutor:
 
     async def _settle_seen(self, msg: Any, item: QueuedSend, record: SendRecord) -> None:
         """A send we have a record of came back (redelivery after a crash, or a copy)."""
-        if record.message_id:
+        if record.state == "sent" and record.message_id:
             self._remember(record.message_id, item.id)
             await self._publish(item.id, "sent", message_id=record.message_id)
-        elif record.failed:
+        elif record.state == "failed":
             await self._publish(item.id, "failed", error=ErrorBody(code=record.failed, message="failed earlier"))
         else:
             await self._fail(
@@ -180,8 +175,8 @@ class SendExecutor:
 
     async def _fail(self, msg: Any, item: QueuedSend, code: str, message: str, record: SendRecord | None) -> None:
         if record is not None:
-            await self.actor.node.sends.put(
-                send_key(self.actor.sid, item.id), encode(msgspec.structs.replace(record, failed=code))
+            await self.actor.node.journal.settle(
+                self.actor.sid, msgspec.structs.replace(record, state="failed", failed=code)
             )
         await self._publish(item.id, "failed", error=ErrorBody(code=code, message=message))
         await msg.ack()

@@ -1,0 +1,55 @@
+"""The send journal: duplicate detection and exactly one claim per send, on real NATS KV."""
+
+from __future__ import annotations
+
+import asyncio
+
+from contracts.types import utcnow
+from services.common.sends import SendJournal, SendRecord
+
+
+async def journal(nc, settings) -> SendJournal:
+    return SendJournal(await nc.jetstream().key_value(settings.subjects.sends_bucket))
+
+
+async def test_a_second_accept_of_an_id_returns_the_first_record(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    assert await sends.accept("alice", "m1", utcnow()) is None
+    again = await sends.accept("alice", "m1", utcnow())
+    assert again is not None and again.state == "accepted" and again.id == "m1"
+    assert await sends.accept("bob", "m1", utcnow()) is None  # ids are per session
+
+
+async def test_only_one_of_many_concurrent_claims_wins(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    await sends.accept("alice", "m2", utcnow())
+    results = await asyncio.gather(*(sends.claim("alice", "m2", f"t{i}", f"n{i}") for i in range(10)))
+    winners = [record for won, record in results if won]
+    assert len(winners) == 1 and winners[0].state == "sending"
+    assert all(record.state == "sending" for won, record in results if not won)
+
+
+async def test_settled_sends_are_never_claimed_again(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    await sends.accept("alice", "m3", utcnow())
+    won, _ = await sends.claim("alice", "m3", "t1", "n1")
+    assert won
+    await sends.settle("alice", SendRecord(id="m3", state="sent", message_id="3EB0X"))
+    won, record = await sends.claim("alice", "m3", "t2", "n2")
+    assert not won and record.message_id == "3EB0X"
+
+
+async def test_a_send_handed_back_can_be_claimed_again(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    await sends.accept("alice", "m4", utcnow())
+    await sends.claim("alice", "m4", "t1", "n1")
+    await sends.settle("alice", SendRecord(id="m4", state="accepted"))
+    won, intent = await sends.claim("alice", "m4", "t2", "n2")
+    assert won and intent.token == "t2"
+
+
+async def test_ids_are_free_text(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    for weird in ("a b/c*>", "ü" * 128, "$KV.x"):
+        assert await sends.accept("alice", weird, utcnow()) is None
+        assert (await sends.get("alice", weird))[0].id == weird
