@@ -1,0 +1,254 @@
+"""The simulated WhatsApp service: control requests (`wasim.*`) and its wire protocol.
+
+Control requests act like the phone and WhatsApp's servers (see contract-v1.md, last
+section); they answer with the v1 envelope.
+
+The wire protocol stands in for WhatsApp's websocket between a session's client
+(services/session_actor/adapters/sim.py) and the simulator (services/wa_sim):
+
+- client to server: requests on `wasim._wire.<op>` (connect, pair_phone, send, ack,
+  keepalive, disconnect, logout), answered with the v1 envelope;
+- server to client: frames published on `wasim._conn.<conn_id>`, in the order the server
+  produced them. The client subscribes to that subject before it sends `connect`.
+
+Not part of the public promise; may change freely.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from contracts.types import Phone, Recipient, SendId, SessionId, Text
+
+CONN_ID_PATTERN = r"^[0-9a-f]{8,64}$"
+ConnId = Annotated[str, msgspec.Meta(pattern=CONN_ID_PATTERN)]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+# Wire error codes of `send` and `ack`, besides the v1 codes.
+NOT_CONNECTED = "not_connected"
+NOT_ON_WHATSAPP = "not_on_whatsapp"
+
+
+class DeviceCredentials(msgspec.Struct):
+    """A linked device as the client stores it and presents it at connect."""
+
+    jid: Token
+    device_id: Token
+    secret: Token
+    key_generation: int
+
+
+# ------------------------------------------------------------------- client -> server
+
+
+class ConnectRequest(msgspec.Struct):
+    """Open connection `conn_id` for a session; without a device it is a pairing connection."""
+
+    conn_id: ConnId
+    session_id: SessionId
+    device: DeviceCredentials | None = None
+
+
+class PairPhoneRequest(msgspec.Struct):
+    conn_id: ConnId
+    phone: Phone
+
+
+class PairPhoneReply(msgspec.Struct):
+    code: str
+
+
+class SendRequest(msgspec.Struct):
+    conn_id: ConnId
+    to: Recipient
+    text: Text
+    # The gateway's idempotency id: WhatsApp never sees it, the simulator counts it.
+    ref: SendId
+
+
+class SendReply(msgspec.Struct):
+    message_id: str
+    timestamp: datetime
+
+
+class AckRequest(msgspec.Struct):
+    """Inbound messages the client has safely handed on; the server stops redelivering them."""
+
+    conn_id: ConnId
+    message_ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class KeepaliveRequest(msgspec.Struct):
+    """One per node and interval, for every connection the node has open."""
+
+    conn_ids: Annotated[list[ConnId], msgspec.Meta(max_length=100_000)]
+
+
+class KeepaliveReply(msgspec.Struct):
+    # Connections the server does not know (closed or expired): the client treats them as lost.
+    unknown: list[str]
+
+
+class DisconnectRequest(msgspec.Struct):
+    conn_id: ConnId
+
+
+class LogoutRequest(msgspec.Struct):
+    """Unlink a device; authenticated by its credentials, so it works without a connection."""
+
+    device: DeviceCredentials
+
+
+# ------------------------------------------------------------------- server -> client
+
+
+class Frame(msgspec.Struct, tag_field="frame", omit_defaults=True):
+    pass
+
+
+class QrFrame(Frame, tag="qr"):
+    code: str
+
+
+class PairSuccessFrame(Frame, tag="pair_success"):
+    device: DeviceCredentials
+
+
+class ConnectedFrame(Frame, tag="connected"):
+    jid: str
+
+
+class ConnectFailureFrame(Frame, tag="connect_failure"):
+    """The server refused the connection and closed it (401 logged out, 402 banned)."""
+
+    code: int
+    message: str
+    expires_in: int | None = None  # seconds until a ban lifts (402)
+
+
+class StreamReplacedFrame(Frame, tag="stream_replaced"):
+    """Another connection with the same device took over; this one is closed."""
+
+
+class LoggedOutFrame(Frame, tag="logged_out"):
+    reason: str
+
+
+class TemporaryBanFrame(Frame, tag="temporary_ban"):
+    code: int
+    expires_in: int
+
+
+class DisconnectedFrame(Frame, tag="disconnected"):
+    """The server closed the connection abruptly (the socket dropped)."""
+
+    reason: str
+
+
+class CredsUpdateFrame(Frame, tag="creds_update"):
+    key_generation: int
+    keys: str
+
+
+class MessageFrame(Frame, tag="message", kw_only=True):
+    message_id: str
+    chat: str
+    sender: str
+    timestamp: datetime
+    type: str = "text"
+    text: str | None = None
+
+
+class ReceiptFrame(Frame, tag="receipt"):
+    kind: Literal["delivered", "read"]
+    message_ids: list[str]
+    chat: str
+
+
+class OfflineSyncCompletedFrame(Frame, tag="offline_sync_completed"):
+    count: int
+
+
+AnyFrame = (
+    QrFrame
+    | PairSuccessFrame
+    | ConnectedFrame
+    | ConnectFailureFrame
+    | StreamReplacedFrame
+    | LoggedOutFrame
+    | TemporaryBanFrame
+    | DisconnectedFrame
+    | CredsUpdateFrame
+    | MessageFrame
+    | ReceiptFrame
+    | OfflineSyncCompletedFrame
+)
+
+# ------------------------------------------------------------------- control (wasim.*)
+
+
+class InboundRequest(msgspec.Struct):
+    sender: Phone = msgspec.field(name="from")
+    text: Text
+
+
+class InboundReply(msgspec.Struct):
+    message_id: str
+
+
+class ReadRequest(msgspec.Struct):
+    message_id: MessageId
+
+
+class ReadReply(msgspec.Struct):
+    message_id: str
+
+
+class BanRequest(msgspec.Struct):
+    seconds: Annotated[int, msgspec.Meta(gt=0)]
+
+
+class ScanReply(msgspec.Struct):
+    jid: str
+
+
+class ConnectionReply(msgspec.Struct):
+    """Answer of unlink, drop and ban: whether a live connection was closed."""
+
+    closed: bool
+
+
+class StatsRequest(msgspec.Struct):
+    """`{}` for every session; the per-ref counts can be left out or narrowed to one session
+    (a full dump of a long benchmark can exceed NATS' maximum payload)."""
+
+    session_id: SessionId | None = None
+    refs: bool = True
+
+
+class SessionStats(msgspec.Struct):
+    # How many times each `ref` (the gateway's send id) reached WhatsApp.
+    received: dict[str, int] = {}
+    messages: int = 0  # sends accepted
+    duplicates: int = 0  # sends whose ref had been received before
+    overlaps: int = 0  # connections replaced while still live (two clients with one device)
+    connects: int = 0  # successful connections
+    inbound: int = 0  # messages from contacts
+
+
+class StatsTotals(msgspec.Struct):
+    sessions: int
+    messages: int
+    duplicates: int
+    overlaps: int
+    connects: int
+    inbound: int
+
+
+class SimStats(msgspec.Struct):
+    sessions: dict[str, SessionStats]
+    totals: StatsTotals

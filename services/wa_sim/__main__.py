@@ -1,0 +1,3 @@
+from services.wa_sim.main import main
+
+main()

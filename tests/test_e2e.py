@@ -1,0 +1,140 @@
+"""Contract v1 end to end, on the processes `make run` starts (issue #2's acceptance)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support import DevStack, EventTap, call, call_ok, pair, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_path) -> None:
+    s = settings.subjects
+    stack = DevStack(settings, tmp_path / "devstack.log")
+    tap = await EventTap(nc, settings).start()
+    stack.start()
+    try:
+        await wait_until(lambda: call(nc, s.session_list, {}, timeout=2), timeout=60, what="the session API")
+        created = await call_ok(nc, s.session_create, {"session_id": "demo", "label": "Demo shop"})
+        assert created["state"] == "created" and created["label"] == "Demo shop"
+
+        await pair(nc, settings, tap, "demo")
+        states = tap.states("demo")
+        assert states.index("pairing") < states.index("connected")
+        session = await call_ok(nc, s.session("demo", "get"))
+        assert session["state"] == "connected" and session["jid"] and session["node"]
+
+        accepted = await call_ok(nc, s.send("demo"), {"id": "m-1", "to": "15550001111", "text": "hello"})
+        assert accepted == {"id": "m-1", "state": "queued", "duplicate": False}
+        await tap.wait_for("demo", "outbound", lambda e: e["id"] == "m-1" and e["state"] == "delivered")
+        lifecycle = [e["state"] for e in tap.of("demo", "outbound") if e["id"] == "m-1"]
+        assert lifecycle == ["queued", "sent", "delivered"]
+        again = await call_ok(nc, s.send("demo"), {"id": "m-1", "to": "15550001111", "text": "hello"})
+        assert again["duplicate"] is True
+
+        await call_ok(nc, s.sim("demo", "inbound"), {"from": "15550002222", "text": "hi"})
+        inbound = await tap.wait_for("demo", "message", lambda e: e["text"] == "hi")
+        assert inbound["sender"].startswith("15550002222") and not inbound["from_me"]
+
+        async def stored() -> list:
+            page = await call_ok(nc, s.history("demo", "messages"), {})
+            return page["messages"]
+
+        messages = await wait_until(stored, what="the message in history")
+        assert messages[0]["message_id"] == inbound["message_id"]
+    finally:
+        code = stack.stop()
+    assert code is not None, "make run did not stop on Ctrl-C:\n" + stack.logs()[-3000:]
+
+    # Everything stopped. Start again: the session comes back without pairing.
+    seen = len(tap.of("demo", "status"))
+    stack.start()
+    try:
+        back = await tap.wait_state("demo", "connected", timeout=60, after=seen)
+        assert back["state"] == "connected"
+        assert "pairing" not in tap.states("demo")[seen:]
+    finally:
+        stack.stop()
+    await tap.stop()
+
+
+@pytest.fixture
+async def running(stack, nc, settings):
+    stack.start_all(nodes=1)
+    tap = await EventTap(nc, settings).start()
+    await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), timeout=60, what="services")
+    await pair(nc, settings, tap, "good")
+    yield tap
+    await tap.stop()
+
+
+BAD_BODIES = [
+    (b"{not json", "malformed JSON"),
+    (b'"a string"', "expected object"),
+    (b"\xff", "malformed JSON"),
+]
+
+
+async def test_every_request_subject_answers_bad_input_with_the_envelope(running, stack, nc, settings) -> None:
+    s = settings.subjects
+    subjects = [
+        s.session_create,
+        s.session_list,
+        s.session("good", "get"),
+        s.session("good", "pair"),
+        s.session("good", "logout"),
+        s.session("good", "delete"),
+        s.session("good", "reconnect"),
+        s.send("good"),
+        s.history("good", "messages"),
+    ]
+    for subject in subjects:
+        for body, words in BAD_BODIES:
+            reply = await call(nc, subject, body)
+            assert not reply.ok and reply.error.code == "invalid_request", (subject, body, reply)
+            assert words in reply.error.message, (subject, reply.error.message)
+
+    cases = [
+        (s.session_create, {"session_id": 7}, "session_id: expected str"),
+        (s.session_create, {"session_id": "a b"}, "session_id: expected a session id"),
+        (s.session_create, {"session_id": "x", "label": "l" * 300}, "label: too long"),
+        (s.session("good", "pair"), {"method": "code", "phone": "12ab"}, "phone: expected digits"),
+        (s.session("good", "pair"), {"method": "carrier-pigeon"}, "method: invalid value"),
+        (s.send("good"), {"id": "1", "to": "15550001111", "text": "x" * 65537}, "text: too long"),
+        (s.send("good"), {"id": "", "to": "15550001111", "text": "x"}, "id: too short"),
+        (s.send("good"), {"id": "1", "to": "not-a-number", "text": "x"}, "to: expected digits"),
+        (s.send("good"), {"id": "1", "text": "x"}, "to: required field is missing"),
+    ]
+    for subject, body, words in cases:
+        reply = await call(nc, subject, body)
+        assert not reply.ok and reply.error.code == "invalid_request", (subject, body, reply)
+        assert words in reply.error.message, (subject, reply.error.message)
+
+    unknown = [s.session("ghost", op) for op in ("get", "logout", "delete", "reconnect")]
+    for subject in [*unknown, s.send("ghost")]:
+        reply = await call(nc, subject, {"id": "1", "to": "15550001111", "text": "x"} if ".send." in subject else {})
+        assert not reply.ok and reply.error.code == "not_found", (subject, reply)
+    reply = await call(nc, s.session("ghost", "pair"), {"method": "qr"})
+    assert reply.error.code == "not_found"
+    reply = await call(nc, s.session_create, {"session_id": "good"})
+    assert reply.error.code == "conflict"
+
+    # Invalid session ids in the subject itself (valid NATS tokens, invalid ids).
+    for subject in (s.session("b%40d", "get"), s.send("x" * 65)):
+        reply = await call(nc, subject, {"id": "1", "to": "15550001111", "text": "x"})
+        assert not reply.ok and reply.error.code == "invalid_request", (subject, reply)
+
+    # Nothing crashed and the good session still works end to end.
+    assert all(proc.alive for proc in stack.procs.values())
+    await call_ok(nc, s.send("good"), {"id": "after", "to": "15550001111", "text": "still here"})
+    await running.wait_for("good", "outbound", lambda e: e["id"] == "after" and e["state"] == "sent")
+
+
+async def test_a_send_without_reply_subject_reports_its_failure_as_an_event(running, nc, settings) -> None:
+    await nc.publish(settings.subjects.send("good"), b'{"id": "no-reply", "to": "bad", "text": "x"}')
+    failed = await running.wait_for("good", "outbound", lambda e: e["id"] == "no-reply")
+    assert failed["state"] == "failed" and failed["error"]["code"] == "invalid_request"
+    await asyncio.sleep(0)

@@ -1,0 +1,444 @@
+"""The simulated WhatsApp's rules (services/wa_sim/world.py), driven with explicit times."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import msgspec
+import pytest
+
+from contracts import sim
+from contracts.envelope import ContractError
+from services.wa_sim.state import StateFile
+from services.wa_sim.world import CREDS_ROTATE_EVERY, Durable, Rules, World, phone_for
+
+RULES = Rules(qr_first=60, qr_next=20, qr_codes=3, keepalive_timeout=3, receipt_delay=0.05)
+T0 = 1_700_000_000.0
+
+
+def new_world(rules: Rules = RULES) -> World:
+    return World(rules, random.Random(7))
+
+
+def frames(world: World, conn_id: str | None = None) -> list[sim.AnyFrame]:
+    """The frames sent since the last call (to one connection, if given)."""
+    return [out.frame for out in world.take_outbox() if conn_id is None or out.conn_id == conn_id]
+
+
+def kinds(world: World, conn_id: str | None = None) -> list[str]:
+    return [type(f).__struct_config__.tag for f in frames(world, conn_id)]  # type: ignore[misc]
+
+
+def conn_of(sid: str) -> str:
+    return f"pair-{sid}"
+
+
+def paired(world: World, sid: str = "alice") -> sim.DeviceCredentials:
+    """Pair `sid` by QR code on connection `pair-<sid>` at T0, left connected; returns the device."""
+    world.connect(conn_of(sid), sid, None, T0)
+    world.scan(sid, T0)
+    return next(f.device for f in frames(world) if isinstance(f, sim.PairSuccessFrame))
+
+
+def error_code(call: object) -> str:
+    with pytest.raises(ContractError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def test_qr_codes_rotate_then_pairing_stops_silently() -> None:
+    world = new_world(Rules(qr_first=60, qr_next=20, qr_codes=3, keepalive_timeout=1000))
+    world.connect("c1c1c1c1", "alice", None, T0)
+    first = frames(world, "c1c1c1c1")
+    assert [type(f) for f in first] == [sim.QrFrame]
+    world.tick(T0 + 59.9)
+    assert frames(world) == []
+    codes = [first[0].code]
+    for at in (T0 + 60, T0 + 80):
+        world.tick(at)
+        (frame,) = frames(world, "c1c1c1c1")
+        assert isinstance(frame, sim.QrFrame)
+        codes.append(frame.code)
+    assert len(set(codes)) == 3  # a fresh code each time
+
+    world.tick(T0 + 100)  # the third and last code expires: no frame, the connection is gone
+    assert frames(world) == []
+    assert world.keepalive(["c1c1c1c1"], T0 + 100) == ["c1c1c1c1"]
+    assert error_code(lambda: world.scan("alice", T0 + 100)) == "not_found"
+
+
+def test_scan_links_a_device_and_connects() -> None:
+    world = new_world()
+    world.connect("c1c1c1c1", "alice", None, T0)
+    frames(world)
+    jid = world.scan("alice", T0 + 2)
+    assert jid == f"{phone_for('alice')}@s.whatsapp.net"
+    assert re.fullmatch(r"1555\d{7}", phone_for("alice")) and phone_for("alice") == phone_for("alice")
+    out = frames(world, "c1c1c1c1")
+    assert [type(f) for f in out] == [
+        sim.PairSuccessFrame,
+        sim.ConnectedFrame,
+        sim.OfflineSyncCompletedFrame,
+        sim.CredsUpdateFrame,
+    ]
+    device = out[0].device  # type: ignore[union-attr]
+    assert device.jid == jid and device.key_generation == 1
+    assert out[3].key_generation == 2  # type: ignore[union-attr]
+    # The code stops rotating once paired, and there is nothing left to scan.
+    for second in range(1, 62):
+        world.keepalive(["c1c1c1c1"], T0 + second)
+        world.tick(T0 + second)
+    assert frames(world) == []
+    assert error_code(lambda: world.scan("alice", T0 + 61)) == "not_found"
+    assert world.stats().sessions["alice"].connects == 1
+
+
+def test_pairing_by_phone_code_uses_that_number() -> None:
+    world = new_world()
+    world.connect("c1c1c1c1", "bob", None, T0)
+    code = world.pair_phone("c1c1c1c1", "4915112345678", T0 + 1)
+    assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", code)
+    assert world.scan("bob", T0 + 2) == "4915112345678@s.whatsapp.net"
+
+
+def test_pair_code_needs_a_pairing_connection() -> None:
+    world = new_world()
+    device = paired(world)
+    assert error_code(lambda: world.pair_phone(conn_of("alice"), "4915112345678", T0)) == "not_found"
+    world.connect("c2c2c2c2", "alice", device, T0)
+    assert error_code(lambda: world.pair_phone("0000ffff", "4915112345678", T0)) == "not_found"
+
+
+def test_pairing_again_unlinks_the_previous_device() -> None:
+    world = new_world()
+    old = paired(world)
+    world.connect("c2c2c2c2", "alice", None, T0 + 1)
+    world.scan("alice", T0 + 1)
+    assert kinds(world, conn_of("alice")) == ["logged_out"]
+    world.connect("c3c3c3c3", "alice", old, T0 + 2)
+    assert kinds(world, "c3c3c3c3") == ["connect_failure"]
+
+
+# ------------------------------------------------------------------- connecting, overlap
+
+
+def test_wrong_or_unknown_credentials_are_refused_with_401() -> None:
+    world = new_world()
+    device = paired(world)
+    wrong = msgspec.structs.replace(device, secret="nope")
+    unknown = msgspec.structs.replace(device, device_id="feedbeef")
+    for n, creds in enumerate((wrong, unknown)):
+        conn_id = f"d{n}d{n}d{n}d{n}"
+        world.connect(conn_id, "alice", creds, T0)
+        (failure,) = frames(world, conn_id)
+        assert isinstance(failure, sim.ConnectFailureFrame) and failure.code == 401
+        assert world.keepalive([conn_id], T0) == [conn_id]  # the server closed it
+
+
+def test_any_key_generation_connects() -> None:
+    world = new_world()
+    device = paired(world)
+    world.disconnect(conn_of("alice"))
+    world.connect("c2c2c2c2", "alice", msgspec.structs.replace(device, key_generation=1), T0 + 1)
+    assert kinds(world, "c2c2c2c2") == ["connected", "offline_sync_completed"]
+
+
+def test_a_second_live_connection_replaces_the_first_and_counts_an_overlap() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    world.connect("c2c2c2c2", "alice", device, T0 + 1)
+    out = world.take_outbox()
+    assert [(o.conn_id, type(o.frame)) for o in out] == [
+        (conn_of("alice"), sim.StreamReplacedFrame),
+        ("c2c2c2c2", sim.ConnectedFrame),
+        ("c2c2c2c2", sim.OfflineSyncCompletedFrame),
+    ]
+    assert world.keepalive([conn_of("alice"), "c2c2c2c2"], T0 + 1) == [conn_of("alice")]
+    stats = world.stats().sessions["alice"]
+    assert (stats.overlaps, stats.connects) == (1, 2)
+
+
+def test_a_connection_silent_past_the_keepalive_timeout_is_dead_and_no_overlap() -> None:
+    world = new_world()
+    device = paired(world)
+    world.keepalive([conn_of("alice")], T0 + 2)  # refreshed: alive until T0 + 5
+    world.tick(T0 + 4.9)
+    assert world.keepalive([], T0 + 4.9) == []
+    world.tick(T0 + 5)
+    assert world.keepalive([conn_of("alice")], T0 + 5) == [conn_of("alice")]
+    frames(world)
+    world.connect("c2c2c2c2", "alice", device, T0 + 6)
+    assert kinds(world) == ["connected", "offline_sync_completed"]  # nothing to the dead one
+    assert world.stats().sessions["alice"].overlaps == 0
+
+
+def test_an_expired_connection_is_dead_even_before_the_timer_runs() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    world.connect("c2c2c2c2", "alice", device, T0 + 3)  # no tick, no keepalive since T0
+    assert kinds(world) == ["connected", "offline_sync_completed"]
+    assert world.stats().sessions["alice"].overlaps == 0
+
+
+def test_closed_connections_are_not_replaced() -> None:
+    world = new_world()
+    device = paired(world)
+    world.disconnect(conn_of("alice"))
+    world.disconnect(conn_of("alice"))  # idempotent
+    frames(world)
+    world.connect("c2c2c2c2", "alice", device, T0 + 1)
+    assert kinds(world) == ["connected", "offline_sync_completed"]
+    assert world.stats().totals.overlaps == 0
+
+
+def test_a_connection_id_is_used_once() -> None:
+    world = new_world()
+    world.connect("c1c1c1c1", "alice", None, T0)
+    assert error_code(lambda: world.connect("c1c1c1c1", "alice", None, T0)) == "conflict"
+
+
+# ------------------------------------------------------------------------------ sending
+
+
+def test_send_records_refs_and_duplicates() -> None:
+    world = new_world()
+    paired(world)
+    first = world.send(conn_of("alice"), "15550001111", "hi", "ref-1", T0 + 1)
+    assert re.fullmatch(r"3EB0[0-9A-F]{16}", first.message_id)
+    assert first.timestamp.timestamp() == T0 + 1
+    world.send(conn_of("alice"), "15550001111@s.whatsapp.net", "hi", "ref-1", T0 + 1)
+    world.send(conn_of("alice"), "15550001111", "hi", "ref-2", T0 + 1)
+    stats = world.stats()
+    assert stats.sessions["alice"].received == {"ref-1": 2, "ref-2": 1}
+    assert (stats.sessions["alice"].messages, stats.sessions["alice"].duplicates) == (3, 1)
+    assert (stats.totals.messages, stats.totals.duplicates, stats.totals.sessions) == (3, 1, 1)
+    assert world.stats(refs=False).sessions["alice"].received == {}
+
+
+def test_send_refuses_closed_and_pairing_connections_and_unknown_numbers() -> None:
+    world = new_world()
+    paired(world)
+    assert (
+        error_code(lambda: world.send(conn_of("alice"), "0001234567", "hi", "r", T0)) == sim.NOT_ON_WHATSAPP
+    )
+    world.connect("c2c2c2c2", "bob", None, T0)
+    assert error_code(lambda: world.send("c2c2c2c2", "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
+    world.disconnect(conn_of("alice"))
+    assert error_code(lambda: world.send(conn_of("alice"), "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
+    assert world.stats().totals.messages == 0
+
+
+def test_delivery_receipts_come_after_the_delay_and_wait_for_an_offline_sender() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    sent = world.send(conn_of("alice"), "15550001111", "hi", "r1", T0)
+    world.tick(T0 + 0.04)
+    assert frames(world) == []
+    world.tick(T0 + 0.05)
+    assert frames(world, conn_of("alice")) == [
+        sim.ReceiptFrame("delivered", [sent.message_id], "15550001111@s.whatsapp.net")
+    ]
+
+    later = world.send(conn_of("alice"), "15550001111", "again", "r2", T0 + 1)
+    world.disconnect(conn_of("alice"))
+    world.tick(T0 + 2)
+    assert frames(world) == []
+    world.connect("c2c2c2c2", "alice", device, T0 + 3)
+    out = frames(world, "c2c2c2c2")
+    assert [type(f) for f in out] == [sim.ConnectedFrame, sim.ReceiptFrame, sim.OfflineSyncCompletedFrame]
+    assert out[1].message_ids == [later.message_id]  # type: ignore[union-attr]
+
+
+def test_read_receipts_on_request() -> None:
+    world = new_world()
+    paired(world)
+    sent = world.send(conn_of("alice"), "15550001111", "hi", "r1", T0)
+    frames(world)
+    world.read("alice", sent.message_id, T0 + 1)
+    assert frames(world) == [sim.ReceiptFrame("read", [sent.message_id], "15550001111@s.whatsapp.net")]
+    assert error_code(lambda: world.read("alice", "3EB0NOPE", T0 + 1)) == "not_found"
+
+
+def test_keys_rotate_every_20_messages() -> None:
+    world = new_world()
+    paired(world)
+    frames(world)
+    for n in range(CREDS_ROTATE_EVERY - 1):
+        world.send(conn_of("alice"), "15550001111", "hi", f"r{n}", T0)
+    assert kinds(world) == []
+    world.inbound("alice", "15550002222", "hello", T0)  # received messages count too
+    out = frames(world)
+    assert [type(f) for f in out] == [sim.MessageFrame, sim.CredsUpdateFrame]
+    assert out[1].key_generation == 3  # type: ignore[union-attr]  # 1 at pairing, 2 right after
+
+
+# ------------------------------------------------------------------------------ inbound
+
+
+def test_inbound_is_delivered_live_and_redelivered_until_acked() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    message_id = world.inbound("alice", "15550002222", "hello", T0 + 1)
+    (message,) = frames(world, conn_of("alice"))
+    assert message == sim.MessageFrame(
+        message_id=message_id,
+        chat="15550002222@s.whatsapp.net",
+        sender="15550002222@s.whatsapp.net",
+        timestamp=message.timestamp,
+        text="hello",
+    )
+    world.disconnect(conn_of("alice"))  # not acked
+    world.connect("c2c2c2c2", "alice", device, T0 + 2)
+    assert [type(f) for f in frames(world)] == [
+        sim.ConnectedFrame,
+        sim.MessageFrame,
+        sim.OfflineSyncCompletedFrame,
+    ]
+    world.ack("c2c2c2c2", [message_id], T0 + 2)
+    world.disconnect("c2c2c2c2")
+    world.connect("c3c3c3c3", "alice", device, T0 + 3)
+    assert frames(world)[-1] == sim.OfflineSyncCompletedFrame(0)
+
+
+def test_offline_inbound_waits_for_the_next_connect() -> None:
+    world = new_world()
+    device = paired(world)
+    world.disconnect(conn_of("alice"))
+    frames(world)
+    first = world.inbound("alice", "15550002222", "one", T0 + 1)
+    second = world.inbound("alice", "15550003333", "two", T0 + 2)
+    assert frames(world) == []
+    world.connect("c2c2c2c2", "alice", device, T0 + 3)
+    out = frames(world, "c2c2c2c2")
+    assert [getattr(f, "message_id", None) for f in out[1:3]] == [first, second]
+    assert out[3] == sim.OfflineSyncCompletedFrame(2)
+    assert world.stats().sessions["alice"].inbound == 2
+
+
+def test_an_ack_on_a_closed_connection_is_lost() -> None:
+    world = new_world()
+    paired(world)
+    message_id = world.inbound("alice", "15550002222", "hello", T0)
+    world.disconnect(conn_of("alice"))
+    assert error_code(lambda: world.ack(conn_of("alice"), [message_id], T0)) == sim.NOT_CONNECTED
+    assert message_id in world.sessions["alice"].inbox
+
+
+def test_inbound_needs_a_linked_device() -> None:
+    world = new_world()
+    world.connect("c1c1c1c1", "alice", None, T0)
+    assert error_code(lambda: world.inbound("alice", "15550002222", "hi", T0)) == "conflict"
+
+
+# ------------------------------------------------------------------- unlink, drop, ban
+
+
+def test_unlink_logs_the_device_out_for_good() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    assert world.unlink("alice", T0 + 1) is True
+    assert frames(world) == [sim.LoggedOutFrame("unlinked from the phone")]
+    world.connect("c2c2c2c2", "alice", device, T0 + 2)
+    assert frames(world) == [sim.ConnectFailureFrame(401, "device is not linked (logged out)")]
+    assert error_code(lambda: world.unlink("alice", T0 + 2)) == "conflict"
+
+
+def test_drop_closes_abruptly_and_the_device_reconnects() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    assert world.drop("alice", T0 + 1) is True
+    assert frames(world) == [sim.DisconnectedFrame("connection dropped")]
+    assert world.drop("alice", T0 + 1) is False
+    world.connect("c2c2c2c2", "alice", device, T0 + 2)
+    assert kinds(world) == ["connected", "offline_sync_completed"]
+    assert world.stats().sessions["alice"].overlaps == 0
+
+
+def test_ban_closes_and_refuses_until_it_lifts() -> None:
+    world = new_world()
+    device = paired(world)
+    frames(world)
+    assert world.ban("alice", 100, T0) is True
+    assert frames(world) == [sim.TemporaryBanFrame(402, 100)]
+    world.connect("c2c2c2c2", "alice", device, T0 + 30.5)
+    assert frames(world) == [sim.ConnectFailureFrame(402, "temporarily banned", expires_in=70)]
+    world.connect("c3c3c3c3", "alice", device, T0 + 100)
+    assert kinds(world) == ["connected", "offline_sync_completed"]
+
+
+def test_logout_from_the_device_needs_its_secret() -> None:
+    world = new_world()
+    device = paired(world)
+    world.disconnect(conn_of("alice"))
+    assert error_code(lambda: world.logout(msgspec.structs.replace(device, secret="x"), T0)) == "unauthorized"
+    world.logout(device, T0)
+    world.logout(device, T0)  # gone already: fine
+    assert world.devices == {}
+
+
+def test_control_requests_name_a_known_valid_session() -> None:
+    world = new_world()
+    assert error_code(lambda: world.scan("nobody", T0)) == "not_found"
+    assert error_code(lambda: world.drop("nobody", T0)) == "not_found"
+    assert error_code(lambda: world.stats("nobody")) == "not_found"
+    assert error_code(lambda: world.inbound("bad*id", "15550002222", "hi", T0)) == "invalid_request"
+
+
+# ------------------------------------------------------------------------- durability
+
+
+def test_durable_state_survives_a_restart(tmp_path) -> None:
+    world = new_world()
+    device = paired(world)
+    message_id = world.inbound("alice", "15550002222", "kept", T0)
+    world.send(conn_of("alice"), "15550001111", "stats are not kept", "r1", T0)
+    state = StateFile(tmp_path / "wa_sim" / "state.json")
+    state.save(world, T0)
+    assert [p.name for p in state.path.parent.iterdir()] == ["state.json"]  # no temporary left
+
+    again = new_world()
+    StateFile(state.path).load_into(again)
+    again.connect("c2c2c2c2", "alice", device, T0 + 10)
+    out = frames(again, "c2c2c2c2")
+    assert [type(f) for f in out] == [sim.ConnectedFrame, sim.MessageFrame, sim.OfflineSyncCompletedFrame]
+    assert out[1].message_id == message_id  # type: ignore[union-attr]
+    assert again.stats().sessions["alice"].messages == 0
+
+
+def test_ban_survives_a_restart() -> None:
+    world = new_world()
+    device = paired(world)
+    world.ban("alice", 600, T0)
+    again = new_world()
+    again.restore(msgspec.json.decode(msgspec.json.encode(world.durable()), type=Durable))
+    again.connect("c2c2c2c2", "alice", device, T0 + 60)
+    assert frames(again) == [sim.ConnectFailureFrame(402, "temporarily banned", expires_in=540)]
+
+
+def test_saves_are_debounced_and_a_damaged_file_is_set_aside(tmp_path) -> None:
+    path = tmp_path / "state.json"
+    world = new_world()
+    state = StateFile(path)
+    paired(world)
+    state.save_if_changed(world, T0)
+    saved = path.read_bytes()
+    world.inbound("alice", "15550002222", "hi", T0)
+    state.save_if_changed(world, T0 + 0.1)
+    assert path.read_bytes() == saved  # too soon
+    state.save_if_changed(world, T0 + 1)
+    assert path.read_bytes() != saved
+
+    path.write_text("{not json")
+    fresh = new_world()
+    StateFile(path).load_into(fresh)
+    assert fresh.devices == {} and path.with_suffix(".damaged").exists()
