@@ -7,8 +7,9 @@ from collections import Counter
 from services.session_actor.placement import fair_share, plan, preferred
 
 
-def run_plan(me, live, owners, capacity=1000, batch=1000, since=None, now=0.0, patience=1.0):
+def run_plan(me, live, owners, capacity=1000, batch=1000, since=None, now=0.0, patience=1.0, pinned=frozenset()):
     return plan(
+        pinned=pinned,
         me=me,
         live_nodes=frozenset(live),
         owners=owners,
@@ -82,3 +83,16 @@ def test_rebalancing_converges_to_a_fair_share() -> None:
     counts = Counter(owners.values())
     assert None not in counts
     assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_sessions_in_the_middle_of_pairing_are_never_handed_off() -> None:
+    owners = {f"s{i}": "a" for i in range(30)}
+    pinned = frozenset(f"s{i}" for i in range(25))
+    decision = run_plan("a", ["a", "b"], owners, batch=30, pinned=pinned)
+    assert set(decision.release) <= {f"s{i}" for i in range(25, 30)}
+    assert decision.release
+
+
+def test_nothing_is_handed_off_while_sessions_wait_for_an_owner() -> None:
+    owners = {**{f"s{i}": "a" for i in range(30)}, "new": None}
+    assert run_plan("a", ["a", "b"], owners).release == ()

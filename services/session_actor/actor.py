@@ -170,7 +170,7 @@ class SessionActor:
         elif isinstance(item, StoreChanged):
             self._schedule_snapshot(SNAPSHOT_DEBOUNCE)
         elif isinstance(item, Undecryptable | OfflineSyncCompleted):
-            self.log.info("client notice", notice=type(item).__name__, detail=item)
+            self.log.debug("client notice", notice=type(item).__name__, detail=item)
         elif isinstance(item, _Snapshot):
             await self._snapshot()
         else:

@@ -270,6 +270,7 @@ class Node:
             claimable_since=self._claimable_since,
             now=now,
             patience=self.settings.rebalance_interval * 2,
+            pinned=frozenset(sid for sid, actor in self.actors.items() if actor.machine.phase == "pairing"),
         )
         if decision.claim:
             limit = asyncio.Semaphore(CLAIM_CONCURRENCY)

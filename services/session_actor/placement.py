@@ -11,7 +11,9 @@ Every node runs the same rules on (nearly) the same view, so they agree without 
 - A node above the ceiling while another is below it, or above the floor while another is
   below that, hands off a few sessions per round (at most `batch`), preferring sessions that
   hash to a needier node. A node that just handed off is not needier than the receiver, so
-  it never wins its own sessions back.
+  it never wins its own sessions back. Nothing is handed off while sessions wait for an
+  owner (new sessions balance the cluster by themselves), and never a `pinned` session
+  (one in the middle of pairing: its QR code lives on this node's connection).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def plan(
     claimable_since: Mapping[str, float],
     now: float,
     patience: float,
+    pinned: frozenset[str] = frozenset(),
 ) -> Plan:
     live = live_nodes | {me}
     counts = Counter(node for node in owners.values() if node in live)
@@ -61,10 +64,11 @@ def plan(
     below_ceiling = sorted(node for node in live if counts[node] < ceiling)
     neediest = below_floor or below_ceiling
 
+    claimable = sorted(sid for sid, node in owners.items() if node is None or node not in live)
     if mine < ceiling:
         room = min(ceiling - mine, batch)
         claim: list[str] = []
-        for sid in sorted(sid for sid, node in owners.items() if node is None or node not in live):
+        for sid in claimable:
             if len(claim) >= room:
                 break
             waited = now - claimable_since.get(sid, now)
@@ -72,6 +76,8 @@ def plan(
                 claim.append(sid)
         return Plan(claim=tuple(claim))
 
+    if claimable:
+        return Plan()
     others_below_floor = [node for node in below_floor if node != me]
     others_below_ceiling = [node for node in below_ceiling if node != me]
     if mine > floor and others_below_floor:
@@ -80,7 +86,7 @@ def plan(
         excess, receivers = mine - ceiling, others_below_ceiling
     else:
         return Plan()
-    ours = sorted(sid for sid, node in owners.items() if node == me)
+    ours = sorted(sid for sid, node in owners.items() if node == me and sid not in pinned)
     # Sessions that hash to a receiving node first: they land there without a race.
     ours.sort(key=lambda sid: preferred(sid, [*receivers, me]) == me)
     return Plan(release=tuple(ours[: min(excess, batch)]))
