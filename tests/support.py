@@ -263,6 +263,7 @@ class DevStack:
 async def pair(nc: NatsClient, settings: Settings, tap: EventTap, sid: str, label: str = "") -> None:
     """Create `sid` (if needed) and link it through the simulated phone: ends `connected`."""
     s = settings.subjects
+    await wait_until(lambda: call(nc, s.sim_stats, {"refs": False}, timeout=2), timeout=30, what="the simulator")
     reply = await call(nc, s.session_create, {"session_id": sid, "label": label})
     assert reply.ok or reply.error.code == "conflict", reply.error
     await call_ok(nc, s.session(sid, "pair"), {"method": "qr"}, timeout=30)

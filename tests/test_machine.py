@@ -66,6 +66,25 @@ def test_pairing_by_code_asks_for_the_code_once_after_the_first_qr() -> None:
     assert not any(isinstance(e, m.RequestPairCode) for e in sm.handle(m.QrShown(2, "b")))
 
 
+def test_pairing_retries_when_whatsapp_cannot_be_reached_before_any_code() -> None:
+    sm = new()
+    sm.handle(m.Start(0, has_credentials=False))
+    sm.handle(m.PairRequested(0))
+    effects = sm.handle(m.Disconnected(1, "no responders"))
+    assert sm.state == "pairing" and any(isinstance(e, m.StartTimer) and e.timer == "reconnect" for e in effects)
+    assert sm.handle(m.TimerFired(3, "reconnect")) == [m.Connect()]
+    assert reports(sm.handle(m.QrShown(4, "code")))[0].qr == "code"
+
+
+def test_socket_closed_after_codes_were_shown_means_nobody_scanned() -> None:
+    sm = new()
+    sm.handle(m.Start(0, has_credentials=False))
+    sm.handle(m.PairRequested(0))
+    sm.handle(m.QrShown(1, "code"))
+    effects = sm.handle(m.Disconnected(160))
+    assert sm.state == "stopped" and "pairing_timeout" in reports(effects)[0].reason
+
+
 def test_pairing_timeout_stops_until_a_human_pairs_again() -> None:
     sm = new()
     sm.handle(m.Start(0, has_credentials=False))

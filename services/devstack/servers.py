@@ -84,9 +84,22 @@ def nats_server_binary() -> str:
     return found
 
 
+# A client that stops answering pings (a frozen or partitioned process) is dropped after
+# ping_interval x ping_max instead of the default 2 min x 2: until then it keeps receiving its
+# share of queue-group requests and they go unanswered. Use the same in production.
+NATS_CONFIG = """
+listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{store}" }}
+ping_interval: "5s"
+ping_max: 2
+"""
+
+
 def start_nats(data_dir: Path, port: int = 4222) -> EmbeddedServer:
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(data_dir)]
+    config = data_dir / "nats-server.conf"
+    config.write_text(NATS_CONFIG.format(port=port, store=data_dir))
+    argv = [nats_server_binary(), "-c", str(config)]
     log_path = data_dir / "nats-server.log"
     server = EmbeddedServer("nats", f"nats://127.0.0.1:{port}", port, _spawn("nats", argv, log_path), log_path)
     server.wait_ready()

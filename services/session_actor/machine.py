@@ -284,6 +284,7 @@ class ConnectionMachine:
     attempt: int = 0
     pending_phone: str | None = None
     pair_code_requested: bool = False
+    qr_shown: bool = False
     keepalive_misses: int = 0
     disconnects: deque[float] = field(default_factory=deque)
     replaced_at: float | None = None
@@ -327,6 +328,8 @@ class ConnectionMachine:
         self.phase = "pairing"
         self.pending_phone = e.phone
         self.pair_code_requested = False
+        self.qr_shown = False
+        self.attempt = 0
         return [
             Disconnect(),
             Connect(),
@@ -337,6 +340,7 @@ class ConnectionMachine:
     def _on_QrShown(self, e: QrShown) -> list[Effect]:
         if self.phase != "pairing":
             return []
+        self.qr_shown = True
         effects: list[Effect] = [Report("pairing", qr=e.code)]
         if self.pending_phone and not self.pair_code_requested:
             self.pair_code_requested = True
@@ -367,8 +371,16 @@ class ConnectionMachine:
 
     def _on_Disconnected(self, e: Disconnected) -> list[Effect]:
         if self.phase == "pairing":
-            # The pairing socket closed; whatsmeow gives up silently too. Wait for the timeout.
-            return []
+            if self.qr_shown:
+                # WhatsApp stops handing out codes after a few minutes and closes the socket.
+                return self._halt("pairing_timeout: nobody scanned the code; pair again")
+            # Could not reach WhatsApp to get a code: keep trying until the pairing timeout.
+            delay = self.policy.backoff(self.attempt, self.rng)
+            self.attempt += 1
+            return [
+                StartTimer("reconnect", delay),
+                Report("pairing", reason=f"{e.detail or 'cannot reach WhatsApp'}; retry in {delay:.1f}s"),
+            ]
         if self.phase not in ("connecting", "connected"):
             return []
         return self._schedule_reconnect(e.now, e.detail or "connection lost")
@@ -390,6 +402,8 @@ class ConnectionMachine:
     def _on_TimerFired(self, e: TimerFired) -> list[Effect]:
         if e.timer == "reconnect" and self.phase == "backoff":
             return self._dial(reason=None)
+        if e.timer == "reconnect" and self.phase == "pairing":
+            return [Connect()]
         if e.timer == "ban_expiry" and self.phase == "banned":
             return self._dial(reason="ban expired")
         if e.timer == "pairing_timeout" and self.phase == "pairing":
