@@ -31,14 +31,14 @@ TEXT = "x" * 120  # with the envelope, about the size of a real QueuedSend
 async def gateway_run(bench: Bench, sids: list[str], messages: int, in_flight: int) -> dict[str, Any]:
     s = bench.settings.subjects
     sent_at: dict[str, float] = {}
-    done = asyncio.Event()
+    waiting: dict[str, asyncio.Future[None]] = {}
 
     async def on_outbound(msg: Any) -> None:
         body = msgspec.json.decode(msg.data)
-        if body.get("state") == "sent":
-            sent_at.setdefault(body["id"], time.perf_counter())
-            if len(sent_at) >= messages:
-                done.set()
+        if body.get("state") == "sent" and body["id"] not in sent_at:
+            sent_at[body["id"]] = time.perf_counter()
+            if body["id"] in waiting and not waiting[body["id"]].done():
+                waiting[body["id"]].set_result(None)
 
     sub = await bench.nc.subscribe(s.event("*", "outbound"), cb=on_outbound)
     started: dict[str, float] = {}
@@ -48,17 +48,16 @@ async def gateway_run(bench: Bench, sids: list[str], messages: int, in_flight: i
     async def one(i: int) -> None:
         async with limit:
             send_id = f"{tag}-{i}"
+            waiting[send_id] = asyncio.get_running_loop().create_future()
             started[send_id] = time.perf_counter()
             reply = await bench.nc.request(
                 s.send(sids[i % len(sids)]), encode({"id": send_id, "to": "15550001111", "text": TEXT}), timeout=30
             )
             assert b'"ok":true' in reply.data, reply.data
-            while send_id not in sent_at:  # keep `in_flight` sends in the pipeline, end to end
-                await asyncio.sleep(0.0005)
+            await asyncio.wait_for(waiting[send_id], 120)  # `in_flight` sends in the pipeline, end to end
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(messages)))
-    await asyncio.wait_for(done.wait(), 120)
     elapsed = time.perf_counter() - t0
     await sub.unsubscribe()
     latencies = [(sent_at[k] - started[k]) * 1000 for k in started]
@@ -74,6 +73,7 @@ async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]
     )
     published: dict[str, float] = {}
     received: dict[str, float] = {}
+    waiting: dict[str, asyncio.Future[None]] = {}
 
     async def consume() -> None:
         while len(received) < messages:
@@ -83,8 +83,11 @@ async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]
                 continue
             now = time.perf_counter()
             for msg in batch:
-                received.setdefault(msg.headers["id"], now)
+                key = msg.headers["id"]
+                received.setdefault(key, now)
                 await msg.ack()
+                if not waiting[key].done():
+                    waiting[key].set_result(None)
 
     limit = asyncio.Semaphore(in_flight)
     payload = encode({"id": "x" * 20, "session_id": "s001", "to": "15550001111", "text": TEXT})
@@ -92,10 +95,10 @@ async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]
     async def one(i: int) -> None:
         async with limit:
             key = str(i)
+            waiting[key] = asyncio.get_running_loop().create_future()
             published[key] = time.perf_counter()
             await js.publish(f"raw.{stream}.{i % 20}", payload, headers={"id": key})
-            while key not in received:
-                await asyncio.sleep(0.0005)
+            await waiting[key]
 
     t0 = time.perf_counter()
     consumer = asyncio.create_task(consume())
@@ -109,7 +112,7 @@ async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]
 
 async def run(sessions: int = 20, messages: int = 3000, in_flight: int = 64) -> Report:
     report = Report("send")
-    async with system("send", nodes=1) as bench:
+    async with system("send", nodes=1, pacing_enabled=False) as bench:
         sids = [f"b{i:03d}" for i in range(sessions)]
         await pair_many(bench, sids)
         await gateway_run(bench, sids, 200, 8)  # warm up connections and consumers

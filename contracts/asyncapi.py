@@ -49,19 +49,34 @@ def describe_structs() -> None:
             pending.append(sub)
 
 
+class _Nothing:
+    """Stands in for a service's dependencies while its routes are only being described."""
+
+    def __getattr__(self, name: str) -> None:
+        return None
+
+
 def document() -> dict[str, Any]:
-    """One AsyncAPI document for the request subjects every service answers."""
+    """One AsyncAPI document for the request subjects every service answers (events: see the
+    JSON Schema, contracts/schema.py)."""
     from faststream.nats import NatsBroker
     from faststream.specification import AsyncAPI
 
     from services.common.config import Settings
     from services.common.runtime import make_broker
-    from services.session_actor.api import build_router
+    from services.outbound_queue.main import build_router as outbound_router
+    from services.persistence.queries import build_router as history_router
+    from services.session_actor.api import build_router as session_router
+    from services.wa_sim.main import build_router as sim_router
 
     describe_structs()
     settings = Settings()
     broker: NatsBroker = make_broker(settings, "asyncapi")
-    broker.include_router(build_router(None, settings))  # type: ignore[arg-type]
+    # Handlers are only described here, never called: no live dependencies are needed.
+    broker.include_router(session_router(None, settings))  # type: ignore[arg-type]
+    broker.include_router(outbound_router(_Nothing(), None, settings))  # type: ignore[arg-type]
+    broker.include_router(history_router(None, settings.subjects))  # type: ignore[arg-type]
+    broker.include_router(sim_router(_Nothing(), settings))  # type: ignore[arg-type]
     spec = AsyncAPI(
         broker,
         title="WhatsApp session gateway",

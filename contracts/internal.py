@@ -58,3 +58,10 @@ class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
     accepted_at: datetime
     send_at: datetime | None = None
     expires_at: datetime | None = None
+
+
+class ExpiryCheck(msgspec.Struct):
+    """Fired by a JetStream message schedule at a send's `expires_at`."""
+
+    session_id: str
+    id: str

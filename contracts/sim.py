@@ -75,6 +75,13 @@ class SendReply(msgspec.Struct):
     timestamp: datetime
 
 
+class PresenceRequest(msgspec.Struct):
+    """The account shows "typing..." in a chat (sent before a message, when paced so)."""
+
+    conn_id: ConnId
+    to: Recipient
+
+
 class AckRequest(msgspec.Struct):
     """Inbound messages the client has safely handed on; the server stops redelivering them."""
 
@@ -238,6 +245,7 @@ class SessionStats(msgspec.Struct):
     overlaps: int = 0  # connections replaced while still live (two clients with one device)
     connects: int = 0  # successful connections
     inbound: int = 0  # messages from contacts
+    presences: int = 0  # "typing..." indications shown
 
 
 class StatsTotals(msgspec.Struct):
@@ -247,6 +255,7 @@ class StatsTotals(msgspec.Struct):
     overlaps: int
     connects: int
     inbound: int
+    presences: int
 
 
 class SimStats(msgspec.Struct):

@@ -76,6 +76,18 @@ class Subjects:
     def outbound_stream(self) -> str:
         return f"{self._upper}_OUTBOUND"
 
+    def scheduled(self, sid: str, key: str) -> str:
+        """A send waiting for its `send_at` (a JetStream message schedule)."""
+        return f"{self.prefix}._sched.{sid}.{key}"
+
+    def expiry_timer(self, sid: str, key: str) -> str:
+        """A schedule that fires an expiry check at a send's `expires_at`."""
+        return f"{self.prefix}._expire.{sid}.{key}"
+
+    def expiry(self, sid: str) -> str:
+        """Where expiry checks land when their schedule fires."""
+        return f"{self.prefix}._expiry.{sid}"
+
     def dead_letter(self, sid: str) -> str:
         return f"{self.prefix}._dlq.{sid}"
 

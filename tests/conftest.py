@@ -105,6 +105,11 @@ def make_settings(infra: Infra, tmp_path: Path, **overrides: object) -> Settings
         "backoff_base": 0.2,
         "backoff_cap": 2.0,
         "vault_keys": TEST_VAULT_KEYS,
+        # Pacing stays on (its path is exercised) but fast; pacing tests set their own.
+        "pacing_per_minute": 6000.0,
+        "pacing_burst": 100,
+        "pacing_min_gap": 0.02,
+        "pacing_jitter": 0.01,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import jsonschema
@@ -22,7 +23,11 @@ def test_json_schema_document_is_current() -> None:
 
 def test_asyncapi_document_is_current() -> None:
     committed = json.loads((DOCS / "asyncapi.json").read_text())
-    assert committed == asyncapi.document(), "run `make schema`"
+    with warnings.catch_warnings():
+        # FastStream warns when two payloads share a name and one schema overwrites the other.
+        warnings.simplefilter("error", RuntimeWarning)
+        generated = asyncapi.document()
+    assert committed == generated, "run `make schema`"
     assert committed["asyncapi"] == "3.0.0"
 
 

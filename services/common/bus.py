@@ -52,7 +52,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         StreamConfig(
             name=s.outbound_stream,
             description="Accepted sends, one subject per session, consumed by the owning actor",
-            subjects=[s.outbound("*")],
+            subjects=[s.outbound("*"), s.scheduled("*", "*"), s.expiry_timer("*", "*"), s.expiry("*")],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_consumers=MAX_CONSUMERS,

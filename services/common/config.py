@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import Subjects
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Connection attempts per second per node, so a restore of S sessions is staggered.
     connect_rate: float = Field(default=100.0, gt=0)
     heartbeat_interval: float = Field(default=2.0, gt=0)
+    # A folder of existing neonize/simulator store files (*.db, *.sqlite, *.sqlite3) a node
+    # imports at startup as sessions, once each (see session_actor/importer.py).
+    import_dir: Path | None = None
 
     # -- credential vault (see services/session_actor/vault.py) -----------------------
     # `id:base64-32-byte-key` entries, comma or newline separated; the first one encrypts.
@@ -56,6 +59,20 @@ class Settings(BaseSettings):
     flap_window: float = 300.0
     flap_backoff_floor: float = 120.0
     pairing_timeout: float = 180.0
+
+    # -- sending: default pacing of every session (each can have its own policy) -------
+    pacing_enabled: bool = True
+    pacing_per_minute: float = Field(default=10.0, gt=0)
+    pacing_burst: int = Field(default=5, ge=1)
+    pacing_min_gap: float = Field(default=2.0, ge=0)
+    pacing_jitter: float = Field(default=1.0, ge=0)
+    pacing_daily_cap: int | None = Field(default=None, ge=1)
+    pacing_typing_seconds: float = Field(default=0.0, ge=0, le=30)
+    send_max_attempts: int = Field(default=5, ge=1)
+    send_retry_base: float = Field(default=1.0, gt=0)
+    send_retry_cap: float = Field(default=60.0, gt=0)
+    # Sends waiting per session beyond which intake answers `rate_limited`.
+    queue_limit: int = Field(default=10_000, ge=1)
 
     # -- retention --------------------------------------------------------------------
     events_max_age_days: float = 7.0
@@ -72,6 +89,13 @@ class Settings(BaseSettings):
     sim_keepalive_interval: float = 1.0
     sim_keepalive_timeout: float = 3.0
     sim_receipt_delay: float = 0.05
+    # Simulated recipients read every message this long after delivery (0: never by themselves).
+    sim_read_after: float = 0.0
+
+    @field_validator("import_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        return None if value == "" else value  # WA_IMPORT_DIR= must not mean "."
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -19,6 +19,13 @@ class TokenBucket:
     def full(cls, rate: float, burst: float) -> TokenBucket:
         return cls(rate, burst, tokens=burst)
 
+    def available_in(self, now: float) -> float:
+        """How long until a token is available, without taking it."""
+        tokens = self.tokens
+        if self.updated is not None:
+            tokens = min(self.burst, tokens + (now - self.updated) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def reserve(self, now: float) -> float:
         """Take one token; returns how long to wait until it is really available (0 if now).
 

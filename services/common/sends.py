@@ -4,6 +4,7 @@
     sending   -- the owning actor is about to hand it to WhatsApp (its intent)
     sent      -- WhatsApp took it (message id known)
     failed    -- it will never be sent (code)
+    expired   -- its `expires_at` passed before it could be sent
 
 Every transition is a compare-and-set on the record's revision, so exactly one actor can
 move a send from `accepted` to `sending`, whatever copies of it the queue delivers. A record
@@ -24,7 +25,7 @@ from nats.js.kv import KeyValue
 
 from services.common.bus import encode
 
-JournalState = Literal["accepted", "sending", "sent", "failed"]
+JournalState = Literal["accepted", "sending", "sent", "failed", "expired"]
 
 
 class SendRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -35,14 +36,19 @@ class SendRecord(msgspec.Struct, omit_defaults=True, kw_only=True):
     node: str | None = None
     message_id: str | None = None
     failed: str | None = None
+    attempts: int = 0  # attempts that surely did not reach WhatsApp
 
 
 _decoder = msgspec.json.Decoder(SendRecord)
 
 
+def id_token(send_id: str) -> str:
+    """Send ids are free text; KV keys and subject tokens are not."""
+    return hashlib.sha256(send_id.encode()).hexdigest()[:40]
+
+
 def send_key(sid: str, send_id: str) -> str:
-    """Send ids are free text; KV keys are not."""
-    return f"{sid}.{hashlib.sha256(send_id.encode()).hexdigest()[:40]}"
+    return f"{sid}.{id_token(send_id)}"
 
 
 class SendJournal:
@@ -68,23 +74,41 @@ class SendJournal:
             return None
         return _decoder.decode(entry.value), entry.revision
 
-    async def claim(self, sid: str, send_id: str, token: str, node: str) -> tuple[bool, SendRecord]:
-        """Move an accepted send to `sending`; (False, record) when it is past that already."""
-        intent = SendRecord(id=send_id, state="sending", token=token, node=node)
+    async def claim(
+        self, sid: str, send_id: str, token: str, node: str, *, from_state: JournalState = "accepted"
+    ) -> tuple[bool, SendRecord]:
+        """Move a send from `from_state` to `sending`; (False, record) when it is elsewhere.
+
+        `from_state="sending"` takes over an ambiguous send, for sessions whose policy says
+        to send those again.
+        """
+        return await self.move(sid, send_id, from_state, "sending", token=token, node=node)
+
+    async def move(
+        self, sid: str, send_id: str, from_state: JournalState, to_state: JournalState, **fields: object
+    ) -> tuple[bool, SendRecord]:
+        """Compare-and-set from `from_state` to `to_state`; (False, record) when it is elsewhere."""
         while True:
             found = await self.get(sid, send_id)
             try:
-                if found is None:  # accepted before the journal existed, or expired
-                    await self._kv.create(send_key(sid, send_id), encode(intent))
-                    return True, intent
+                if found is None:  # accepted before the journal kept it (or its record expired)
+                    if from_state != "accepted":
+                        return False, SendRecord(id=send_id, state="accepted")
+                    moved = SendRecord(id=send_id, state=to_state, **fields)  # type: ignore[arg-type]
+                    await self._kv.create(send_key(sid, send_id), encode(moved))
+                    return True, moved
                 record, revision = found
-                if record.state != "accepted":
+                if record.state != from_state:
                     return False, record
-                intent.accepted_at = record.accepted_at
-                await self._kv.update(send_key(sid, send_id), encode(intent), last=revision)
-                return True, intent
+                moved = msgspec.structs.replace(record, state=to_state, **fields)
+                await self._kv.update(send_key(sid, send_id), encode(moved), last=revision)
+                return True, moved
             except KeyWrongLastSequenceError:
                 continue  # someone moved it meanwhile: look again
+
+    async def forget(self, sid: str, send_id: str) -> None:
+        """Drop the record of a request that was not accepted after all."""
+        await self._kv.delete(send_key(sid, send_id))
 
     async def settle(self, sid: str, record: SendRecord) -> None:
         """Write the outcome (or hand a send that surely did not go out back to `accepted`)."""

@@ -76,6 +76,11 @@ class SessionStore:
             {"_id": sid, "owner_token": {"$lte": token}, "deleting": {"$ne": True}}, {"$set": fields}
         )
 
+    async def set_policy(self, sid: str, policy: dict[str, Any]) -> bool:
+        """Configuration, not state: any node may write it (the owner applies it)."""
+        result = await self.collection.update_one({"_id": sid, "deleting": {"$ne": True}}, {"$set": {"policy": policy}})
+        return result.matched_count > 0
+
     async def mark_deleting(self, sid: str) -> bool:
         result = await self.collection.update_one({"_id": sid}, {"$set": {"deleting": True}})
         return result.matched_count > 0

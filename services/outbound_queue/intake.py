@@ -7,11 +7,18 @@ The record is written before the publish. A duplicate whose send is still `accep
 be waiting in the queue, or a crash may have hit between record and publish) is published
 again under the same message id: JetStream drops it inside its window, and beyond it the
 actor's compare-and-set lets only one copy ever be sent.
+
+A send with `send_at` waits as a JetStream message schedule that drops it into the session's
+queue at that time; one with `expires_at` also gets a schedule that fires an expiry check
+then (upkeep.py), so it is reported `expired` on time even while its session is offline.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -19,18 +26,26 @@ from faststream.message import StreamMessage
 from nats.js import JetStreamContext
 
 from contracts.envelope import ContractError, ErrorBody, Ok, invalid, not_found, unavailable
-from contracts.events import OutboundEvent
-from contracts.internal import QueuedSend
+from contracts.internal import ExpiryCheck, QueuedSend
 from contracts.sending import SendAccepted, SendText
 from contracts.types import SESSION_ID_PATTERN, utcnow
-from services.common.bus import EventPublisher, encode
+from services.common.bus import encode
 from services.common.cluster import ClusterView
 from services.common.config import Settings
-from services.common.sends import SendJournal
+from services.common.sends import id_token
+from services.outbound_queue.ledger import Ledger
 
 _SID = re.compile(SESSION_ID_PATTERN)
 # Sessions that cannot send: no linked device, or the device is gone for good.
 UNAVAILABLE_STATES = {"created": "it is not paired yet", "logged_out": "it is logged out", "banned": "it is banned"}
+# How long a queue depth read from the stream is trusted (sends accepted since are added).
+DEPTH_TTL = 1.0
+
+
+def schedule_at(when: datetime) -> str:
+    """A JetStream schedule time: whole seconds (rounded up, never early), UTC."""
+    stamp = datetime.fromtimestamp(math.ceil(when.timestamp()), UTC)
+    return "@at " + stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Intake:
@@ -38,16 +53,17 @@ class Intake:
         self,
         settings: Settings,
         js: JetStreamContext,
-        journal: SendJournal,
+        ledger: Ledger,
         cluster: ClusterView,
         states: dict[str, str],
     ) -> None:
         self._subjects = settings.subjects
+        self._queue_limit = settings.queue_limit
         self._js = js
-        self._journal = journal
+        self._ledger = ledger
         self._cluster = cluster
         self._states = states  # latest public state per session, from status events
-        self._events = EventPublisher(js, self._subjects)
+        self._depths: dict[str, tuple[int, float]] = {}
 
     def check_session(self, sid: str) -> None:
         if not _SID.match(sid):
@@ -61,17 +77,35 @@ class Intake:
     async def accept(self, sid: str, req: SendText) -> Ok[SendAccepted]:
         self.check_session(sid)
         now = utcnow()
-        existing = await self._journal.accept(sid, req.id, now)
+        if req.expires_at is not None and req.expires_at <= now:
+            raise invalid("expires_at: already in the past")
+        if req.send_at is not None and req.expires_at is not None and req.send_at >= req.expires_at:
+            raise invalid("send_at: must be before expires_at")
+        existing = await self._ledger.journal.accept(sid, req.id, now)
         if existing is not None:
             if existing.state == "accepted":
                 await self._enqueue(sid, req, existing.accepted_at or now)
             return Ok(data=SendAccepted(id=req.id, duplicate=True))
+        if await self.depth(sid) >= self._queue_limit:
+            await self._ledger.journal.forget(sid, req.id)  # not accepted: a retry later is new
+            raise ContractError(
+                "rate_limited", f"session {sid!r} already has {self._queue_limit} sends waiting; slow down"
+            )
         # `queued` goes out before the send can reach its actor, so no `sent` precedes it.
-        await self._events.publish(
-            OutboundEvent(event_id=f"{sid}:out:{req.id}:queued", session_id=sid, at=now, id=req.id, state="queued")
-        )
+        await self._ledger.event(sid, req.id, "queued")
         await self._enqueue(sid, req, now)
         return Ok(data=SendAccepted(id=req.id, duplicate=False))
+
+    async def depth(self, sid: str) -> int:
+        """Sends waiting in the session's queue (cached briefly: intake runs hot)."""
+        count, read_at = self._depths.get(sid, (0, 0.0))
+        if time.monotonic() - read_at > DEPTH_TTL:
+            subject = self._subjects.outbound(sid)
+            info = await self._js.stream_info(self._subjects.outbound_stream, subjects_filter=subject)
+            count = (info.state.subjects or {}).get(subject, 0)
+            read_at = time.monotonic()
+        self._depths[sid] = (count + 1, read_at)
+        return count
 
     async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:
         item = QueuedSend(
@@ -83,11 +117,31 @@ class Intake:
             send_at=req.send_at,
             expires_at=req.expires_at,
         )
-        await self._js.publish(
-            self._subjects.outbound(sid),
-            encode(item),
-            headers={"Nats-Msg-Id": f"{sid}/{req.id}"},
-        )
+        key = id_token(req.id)
+        headers = {"Nats-Msg-Id": f"{sid}/{req.id}"}
+        if req.expires_at is not None:
+            await self._js.publish(
+                self._subjects.expiry_timer(sid, key),
+                encode(ExpiryCheck(session_id=sid, id=req.id)),
+                headers={
+                    **headers,
+                    "Nats-Msg-Id": f"{sid}/{req.id}/expiry",
+                    "Nats-Schedule": schedule_at(req.expires_at),
+                    "Nats-Schedule-Target": self._subjects.expiry(sid),
+                },
+            )
+        if req.send_at is not None and req.send_at > utcnow():
+            await self._js.publish(
+                self._subjects.scheduled(sid, key),
+                encode(item),
+                headers={
+                    **headers,
+                    "Nats-Schedule": schedule_at(req.send_at),
+                    "Nats-Schedule-Target": self._subjects.outbound(sid),
+                },
+            )
+        else:
+            await self._js.publish(self._subjects.outbound(sid), encode(item), headers=headers)
 
     async def report_unanswered(self, msg: StreamMessage[Any], error: ContractError) -> None:
         """A send without a reply subject failed: say so on the session's outbound events."""
@@ -98,15 +152,6 @@ class Intake:
             send_id = str(msgspec.json.decode(msg.body).get("id", ""))[:128]
         except Exception:
             send_id = ""
-        if send_id and await self._journal.get(sid, send_id) is not None:
+        if send_id and await self._ledger.journal.get(sid, send_id) is not None:
             return  # that id names an accepted send: a bad copy must not mark it failed
-        await self._events.publish(
-            OutboundEvent(
-                event_id=f"{sid}:out:{send_id}:rejected:{error.code}:{utcnow().timestamp()}",
-                session_id=sid,
-                at=utcnow(),
-                id=send_id,
-                state="failed",
-                error=ErrorBody(code=error.code, message=error.message),
-            )
-        )
+        await self._ledger.reject(sid, send_id, ErrorBody(code=error.code, message=error.message))

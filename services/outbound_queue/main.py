@@ -1,12 +1,16 @@
-"""outbound-queue: owns the policy and bookkeeping of sends (intake, de-duplication, queueing).
+"""outbound-queue: owns the policy and bookkeeping of sends.
 
-Wiring only; the intake rules live in intake.py. The owning session actor executes sends
-(services/session_actor/outbound.py).
+Wiring only. Intake (intake.py): validation, idempotency, scheduling, the durable queue.
+Upkeep (upkeep.py): expiry on time, failing the queues of logged-out and deleted sessions.
+Operations (deadletters.py): queue stats and the dead-letter queue. The rules are in
+policy.py and the lifecycle bookkeeping in ledger.py, both also used by the session actor
+that executes sends (services/session_actor/outbound.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -15,7 +19,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from contracts.envelope import Ok
+from contracts.queue import DlqList, DlqListRequest, DlqPurged, DlqRetried, DlqSelect, QueueStats
 from contracts.sending import SendAccepted, SendText
+from contracts.sessions import Empty
 from services.common import logs
 from services.common.api import request_router, strict
 from services.common.bus import ensure_topology
@@ -23,20 +29,44 @@ from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
 from services.common.sends import SendJournal
+from services.common.tasks import TaskSet
+from services.outbound_queue.deadletters import Operations
 from services.outbound_queue.intake import Intake
+from services.outbound_queue.ledger import Ledger
+from services.outbound_queue.upkeep import FAILED_FOR, Upkeep
 
+QUEUE = "outbound-queue"
 WORKERS = 256
 
 
-async def follow_states(js: JetStreamContext, settings: Settings, states: dict[str, str]) -> None:
-    """Keep the latest public state of every session (status events, last one per session first)."""
+class _Status(msgspec.Struct):
+    session_id: str
+    state: str
+    at: datetime
+    token: str | None = None
+
+
+async def follow_states(
+    js: JetStreamContext, settings: Settings, states: dict[str, str], upkeep: Upkeep, tasks: TaskSet
+) -> None:
+    """Keep the latest state of every session (last status event per session first), and fail
+    the waiting sends of sessions that are logged out or deleted."""
+    decoder = msgspec.json.Decoder(_Status)
+    tokens: dict[str, str] = {}
 
     async def on_status(msg: Any) -> None:
-        body = msgspec.json.decode(msg.data)
-        if body.get("state") == "deleted":
-            states.pop(body["session_id"], None)
+        status = decoder.decode(msg.data)
+        if status.token is not None:
+            # Fencing applies to events too: a late event of an older owner says nothing now.
+            if status.token < tokens.get(status.session_id, ""):
+                return
+            tokens[status.session_id] = status.token
+        if status.state == "deleted":
+            states.pop(status.session_id, None)
         else:
-            states[body["session_id"]] = body.get("state", "")
+            states[status.session_id] = status.state
+        if status.state in FAILED_FOR:
+            tasks.spawn(upkeep.clear_session(status.session_id, status.state, status.at))
 
     await js.subscribe(
         settings.subjects.event("*", "status"),
@@ -44,6 +74,33 @@ async def follow_states(js: JetStreamContext, settings: Settings, states: dict[s
         ordered_consumer=True,
         deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
     )
+
+
+def build_router(intake: Intake, operations: Operations, settings: Settings) -> Any:
+    s = settings.subjects
+    router = request_router(on_unanswered=intake.report_unanswered)
+
+    @router.subscriber(s.send("{sid}"), queue=QUEUE, decoder=strict(SendText), max_workers=WORKERS)
+    async def send(req: SendText, sid: str = Path()) -> Ok[SendAccepted]:
+        return await intake.accept(sid, req)
+
+    @router.subscriber(s.queue("{sid}", "stats"), queue=QUEUE, decoder=strict(Empty))
+    async def queue_stats(req: Empty, sid: str = Path()) -> Ok[QueueStats]:
+        return Ok(data=await operations.stats(sid))
+
+    @router.subscriber(s.dlq("list"), queue=QUEUE, decoder=strict(DlqListRequest))
+    async def dlq_list(req: DlqListRequest) -> Ok[DlqList]:
+        return Ok(data=await operations.list(req))
+
+    @router.subscriber(s.dlq("retry"), queue=QUEUE, decoder=strict(DlqSelect))
+    async def dlq_retry(req: DlqSelect) -> Ok[DlqRetried]:
+        return Ok(data=await operations.retry(req))
+
+    @router.subscriber(s.dlq("purge"), queue=QUEUE, decoder=strict(DlqSelect))
+    async def dlq_purge(req: DlqSelect) -> Ok[DlqPurged]:
+        return Ok(data=await operations.purge(req))
+
+    return router
 
 
 async def serve(settings: Settings) -> None:
@@ -54,24 +111,20 @@ async def serve(settings: Settings) -> None:
     await ensure_topology(js, settings)
     cluster = ClusterWatcher(js, settings)
     await cluster.start()
+    ledger = Ledger(js, settings.subjects, SendJournal(await js.key_value(settings.subjects.sends_bucket)))
     states: dict[str, str] = {}
-    await follow_states(js, settings, states)
-    journal = SendJournal(await js.key_value(settings.subjects.sends_bucket))
-    intake = Intake(settings, js, journal, cluster.view, states)
-
-    router = request_router(on_unanswered=intake.report_unanswered)
-
-    @router.subscriber(
-        settings.subjects.send("{sid}"), queue="outbound-queue", decoder=strict(SendText), max_workers=WORKERS
-    )
-    async def send(req: SendText, sid: str = Path()) -> Ok[SendAccepted]:
-        return await intake.accept(sid, req)
-
-    broker.include_router(router)
+    intake = Intake(settings, js, ledger, cluster.view, states)
+    upkeep = Upkeep(js, settings.subjects, ledger)
+    tasks = TaskSet()
+    await follow_states(js, settings, states, upkeep, tasks)
+    await upkeep.start()
+    broker.include_router(build_router(intake, Operations(js, settings.subjects, intake), settings))
     app = FastStream(broker)
 
     @app.on_shutdown
     async def stop() -> None:
+        await upkeep.stop()
+        await tasks.cancel_all()
         await cluster.stop()
 
     await app.run()

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import structlog
 
 from contracts.envelope import ContractError, conflict, decode, unavailable
 from contracts.events import MessageEvent, StatusEvent
+from contracts.queue import SendPolicy
 from contracts.sessions import PairByCode, PairRequest, PairStarted
 from contracts.types import utcnow
 from services.common.bus import new_id
@@ -133,6 +135,7 @@ class SessionActor:
         if doc is None:
             return False
         self.state, self.since = doc["state"], doc["since"]
+        self.sender.apply(msgspec.convert(doc.get("policy") or {}, SendPolicy))
         self._subscription = await node.nc.subscribe(
             node.subjects.actor(self.sid, "*"), cb=self._on_command_msg
         )
@@ -242,6 +245,8 @@ class SessionActor:
             self.log.warning("status write refused: a newer owner holds the session")
             self.abort()
             return
+        if not self._may_act():
+            return  # paused after the write: the event would arrive after a newer owner's
         await self.node.events.publish(
             StatusEvent(
                 event_id=new_id(),
@@ -379,6 +384,10 @@ class SessionActor:
 
         self.node.background.spawn(wait_code(), name=f"pair-code-{self.sid}")
         return answer
+
+    async def _cmd_policy(self, body: bytes) -> Any:
+        self.sender.apply(decode(body, SendPolicy))
+        return {"applied": True}
 
     async def _cmd_logout(self, body: Any) -> Any:
         await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))

@@ -9,17 +9,19 @@ little and then fails with `session_unavailable`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from typing import Any
 
+import msgspec
 import nats.errors
 from faststream import Path
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from contracts.envelope import ContractError, Ok, invalid, not_found, unavailable
 from contracts.events import StatusEvent
-from contracts.internal import Ownership
+from contracts.queue import PolicyRequest, SendPolicy
 from contracts.sessions import (
     Empty,
     PairRequest,
@@ -36,6 +38,7 @@ from services.common.cluster import OWN
 from services.common.sessions import session_view
 from services.session_actor.node import Node
 from services.session_actor.outbound import consumer_name
+from services.session_actor.registration import register
 
 QUEUE = "session-api"
 WORKERS = 32
@@ -50,18 +53,7 @@ class SessionApi:
 
     async def create(self, req: SessionCreate) -> Ok[Session]:
         node = self._node
-        doc = await node.sessions.create(req.session_id, req.label, utcnow())
-        try:
-            try:
-                await node.kv.create(OWN + req.session_id, encode(Ownership()))
-            except KeyWrongLastSequenceError:  # a leftover entry of an earlier session
-                await node.kv.put(OWN + req.session_id, encode(Ownership()))
-        except Exception:
-            await node.sessions.remove(req.session_id)
-            raise
-        await node.events.publish(
-            StatusEvent(event_id=new_id(), session_id=req.session_id, at=doc["created_at"], state="created")
-        )
+        doc = await register(node.sessions, node.kv, node.events, req.session_id, req.label)
         return Ok(data=session_view(doc, node.cluster.view))
 
     async def list(self) -> Ok[SessionList]:
@@ -87,6 +79,16 @@ class SessionApi:
         await self._existing(sid)
         await self._forward(sid, "reconnect", b"{}")
         return await self.get(sid)
+
+    async def policy(self, sid: str, req: PolicyRequest) -> Ok[SendPolicy]:
+        doc = await self._existing(sid)
+        policy = req.policy if req.policy is not None else msgspec.convert(doc.get("policy") or {}, SendPolicy)
+        if req.policy is not None:
+            await self._node.sessions.set_policy(sid, msgspec.to_builtins(req.policy))
+            with contextlib.suppress(ContractError):  # not running now: its next owner reads it
+                await self._forward(sid, "policy", encode(req.policy), patient=False)
+        effective = msgspec.structs.replace(policy, pacing=policy.pacing or self._node.default_pacing)
+        return Ok(data=effective)
 
     async def delete(self, sid: str) -> Ok[SessionDeleted]:
         node = self._node
@@ -119,10 +121,10 @@ class SessionApi:
             raise not_found(f"no session {sid!r}")
         return doc
 
-    async def _forward(self, sid: str, op: str, body: bytes) -> Any:
-        """Ask the owning actor; wait while the session moves between owners."""
+    async def _forward(self, sid: str, op: str, body: bytes, patient: bool = True) -> Any:
+        """Ask the owning actor; wait while the session moves between owners (if `patient`)."""
         node = self._node
-        deadline = time.monotonic() + node.settings.lease_ttl * 2 + 2
+        deadline = time.monotonic() + (node.settings.lease_ttl * 2 + 2 if patient else 0)
         while True:
             try:
                 return await request(node.nc, node.subjects.actor(sid, op), body, timeout=ACTOR_TIMEOUT)
@@ -162,6 +164,10 @@ def build_router(api: SessionApi, settings: Any) -> Any:
     @router.subscriber(s.session("{sid}", "reconnect"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
     async def reconnect(req: Empty, sid: str = Path()) -> Ok[Session]:
         return await api.reconnect(sid)
+
+    @router.subscriber(s.session("{sid}", "policy"), queue=QUEUE, decoder=strict(PolicyRequest), max_workers=WORKERS)
+    async def policy(req: PolicyRequest, sid: str = Path()) -> Ok[SendPolicy]:
+        return await api.policy(sid, req)
 
     @router.subscriber(s.session("{sid}", "delete"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
     async def delete(req: Empty, sid: str = Path()) -> Ok[SessionDeleted]:

@@ -41,7 +41,9 @@ from services.common.pacing import TokenBucket
 from services.common.sends import SendJournal
 from services.common.sessions import SessionStore
 from services.common.tasks import TaskSet
-from services.session_actor import placement
+from services.outbound_queue.ledger import Ledger
+from services.outbound_queue.policy import RetryPolicy, default_pacing
+from services.session_actor import importer, placement
 from services.session_actor.actor import SessionActor
 from services.session_actor.adapters.base import ClientFactory
 from services.session_actor.lease import LeaseClock
@@ -90,7 +92,9 @@ class Node:
             pairing_timeout=settings.pairing_timeout,
         )
         self.actors: dict[str, SessionActor] = {}
-        self.journal: SendJournal
+        self.ledger: Ledger
+        self.default_pacing = default_pacing(settings)
+        self.retry_policy = RetryPolicy(settings.send_max_attempts, settings.send_retry_base, settings.send_retry_cap)
         self.kv: KeyValue
         self._lease_revision = 0
         self._connects = TokenBucket.full(settings.connect_rate, burst=max(1.0, settings.connect_rate / 10))
@@ -107,10 +111,14 @@ class Node:
         self.store_root.mkdir(parents=True, exist_ok=True)
         self._clean_old_stores()
         await self.factory.start()
-        self.journal = SendJournal(await self.js.key_value(self.subjects.sends_bucket))
+        self.ledger = Ledger(self.js, self.subjects, SendJournal(await self.js.key_value(self.subjects.sends_bucket)))
         await self.cluster.start()
         assert self.cluster.kv is not None
         self.kv = self.cluster.kv
+        if self.settings.import_dir is not None:  # before the lease: an import may take a while
+            imports = self.db[importer.LEDGER]
+            registry = importer.Registry(self.sessions, self.vault, self.kv, self.events, imports, self.id)
+            await importer.import_at_startup(self.settings.import_dir, registry)
         await self._register()
         await self._reconcile_catalog()
         self.cluster.subscribe(lambda kind, key: self._wake.set())
@@ -275,26 +283,30 @@ class Node:
         if decision.claim:
             limit = asyncio.Semaphore(CLAIM_CONCURRENCY)
 
-            async def claim(sid: str) -> None:
+            async def claim(sid: str) -> bool:
                 async with limit:
-                    await self._claim(sid)
+                    return await self._claim(sid)
 
-            await asyncio.gather(*(claim(sid) for sid in decision.claim))
+            won = await asyncio.gather(*(claim(sid) for sid in decision.claim))
+            self.log.info("claimed sessions", claimed=sum(won), tried=len(decision.claim), owned=len(self.actors))
+        if decision.release:
+            self.log.info("handing sessions off", sessions=list(decision.release[: self.settings.rebalance_batch]))
         for sid in decision.release[: self.settings.rebalance_batch]:
             self.background.spawn(self._release(sid, "rebalancing to another node"))
 
-    async def _claim(self, sid: str) -> None:
+    async def _claim(self, sid: str) -> bool:
         entry = self.cluster.view.sessions.get(sid)
         if entry is None or not self.may_act():
-            return
+            return False
         self._busy.add(sid)
         try:
             revision = await self.kv.update(OWN + sid, encode(Ownership(node=self.id)), last=entry.revision)
         except KeyWrongLastSequenceError:
-            return  # another node was faster
+            return False  # another node was faster
         finally:
             self._busy.discard(sid)
         self._start_actor(sid, revision)
+        return True
 
     def _start_actor(self, sid: str, revision: int) -> None:
         actor = SessionActor(self, sid, revision, fence_token(self.cluster.epoch_ms, revision))

@@ -1,13 +1,17 @@
-"""The actor's side of outbound delivery: take the next accepted send, send it once, report.
+"""The actor's side of outbound delivery: take the next accepted send, pace it, send it once.
+
+The outbound-queue owns the rules (services/outbound_queue/policy.py) and the bookkeeping
+(ledger.py); this executor only sequences them for one session:
+
+    expired? -> wait for the pacer (holding the message) -> claim -> typing -> send -> record
 
 Each session has a durable consumer on its own subject of the outbound stream with one
-message in flight at a time, so sends leave in acceptance order, and whichever node owns
-the session next continues where the last owner stopped.
-
-At most once: before sending, the actor moves the send's journal record from `accepted` to
-`sending` by compare-and-set (services/common/sends.py); after sending, it records the
-result. A message that comes back in `sending` may or may not have reached WhatsApp; it is
-reported `failed` with code `ambiguous` instead of being sent again.
+message in flight, so sends leave in acceptance order and whichever node owns the session
+next continues where the last owner stopped. Pacing happens before the claim: a send that
+waits (minutes, or until tomorrow under a daily cap) is not yet `sending`, so an owner that
+dies meanwhile leaves nothing ambiguous behind. A failed attempt is handed back with an
+explicit delayed NAK (a plain NAK would redeliver at once); with one message in flight a
+NAKed send keeps its place, later sends wait behind it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import OrderedDict
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -24,11 +30,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.envelope import ErrorBody
-from contracts.events import OutboundEvent
 from contracts.internal import QueuedSend
+from contracts.queue import SendPolicy
 from contracts.types import to_jid, utcnow
 from services.common.sends import SendRecord
-from services.session_actor.adapters.base import Receipt, SendError
+from services.outbound_queue.policy import Pacer, expired
+from services.session_actor.adapters.base import Receipt, SendError, SendResult
 
 if TYPE_CHECKING:
     from services.session_actor.actor import SessionActor
@@ -37,11 +44,9 @@ log = structlog.get_logger(__name__)
 
 ACK_WAIT = 60.0
 FETCH_WAIT = 5.0
-MAX_ATTEMPTS = 5
-RETRY_BASE = 1.0
-RETRY_CAP = 30.0
+# A send that failed because the connection dropped waits for the reconnect, then this.
+NOT_CONNECTED_RETRY = 1.0
 RECENT_SENDS = 10_000
-
 
 _queued = msgspec.json.Decoder(QueuedSend)
 
@@ -53,9 +58,16 @@ def consumer_name(sid: str) -> str:
 class SendExecutor:
     def __init__(self, actor: SessionActor) -> None:
         self.actor = actor
+        self.policy = SendPolicy()
+        self.pacer = Pacer(actor.node.default_pacing, random.Random())
         self._task: asyncio.Task[None] | None = None
         self._current: Any = None
         self._by_message: OrderedDict[str, str] = OrderedDict()
+
+    def apply(self, policy: SendPolicy) -> None:
+        """A new policy for this session; the pacing state starts over with it."""
+        self.policy = policy
+        self.pacer = Pacer(policy.pacing or self.actor.node.default_pacing, random.Random())
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"sender-{self.actor.sid}")
@@ -72,7 +84,7 @@ class SendExecutor:
             self._current = None
 
     async def forget(self) -> None:
-        """The session is deleted: drop its consumer (its queued sends are failed by the queue)."""
+        """The session is deleted: drop its consumer (the outbound-queue fails what is left)."""
         await self.stop()
         node = self.actor.node
         with contextlib.suppress(NotFoundError):
@@ -101,47 +113,109 @@ class SendExecutor:
                     continue
                 for msg in msgs:
                     self._current = msg
-                    await self._deliver(msg)
+                    await self._deliver(msg, _queued.decode(msg.data))
                     self._current = None
         finally:
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 
-    async def _deliver(self, msg: Any) -> None:
-        item = _queued.decode(msg.data)
-        node = self.actor.node
-        claimed, intent = await node.journal.claim(self.actor.sid, item.id, self.actor.token, node.id)
-        if not claimed:
-            await self._settle_seen(msg, item, intent)
+    async def _deliver(self, msg: Any, item: QueuedSend) -> None:
+        ledger, sid = self.actor.node.ledger, self.actor.sid
+        if await self._expired(item):
+            await msg.ack()
             return
-        attempt = 0
-        while True:
-            # A session that is offline holds its next send; waiting costs no attempt.
-            await self._holding(msg, self.actor.connected.wait())
-            try:
-                result = await self._send(item)
-                break
-            except SendError as exc:
-                if exc.ambiguous:
-                    await self._fail(msg, item, "ambiguous", exc.message, record=intent)
-                    return
-                attempt += exc.code != "not_connected"
-                if exc.permanent or attempt >= MAX_ATTEMPTS:
-                    await self._fail(msg, item, exc.code, exc.message, record=intent)
-                    return
-                # It surely did not go out: hand it back, so a crash now leaves it sendable.
-                await node.journal.settle(self.actor.sid, SendRecord(id=item.id, state="accepted"))
-                delay = min(RETRY_CAP, RETRY_BASE * 2 ** max(0, attempt - 1)) * random.uniform(0.5, 1.0)
-                log.info("send failed, retrying", session=self.actor.sid, id=item.id, error=str(exc), delay=delay)
-                await self._holding(msg, asyncio.sleep(delay))
-                claimed, intent = await node.journal.claim(self.actor.sid, item.id, self.actor.token, node.id)
-                if not claimed:
-                    await self._settle_seen(msg, item, intent)
-                    return
-        await node.journal.settle(self.actor.sid, msgspec.structs.replace(intent, state="sent", message_id=result.message_id))
+        await self._pace(msg)
+        if await self._expired(item):
+            await msg.ack()
+            return
+        record = await self._claim(item)
+        if record is None:
+            await msg.ack()
+            return
+        try:
+            if self.pacer.policy.enabled and self.pacer.policy.typing_seconds:
+                await self._typing(msg, item)
+            result = await self._send(item)
+        except SendError as exc:
+            await self._failed_attempt(msg, item, record, exc)
+            return
+        await ledger.sent(sid, record, result.message_id)
+        self.pacer.sent(time.monotonic())
         self._remember(result.message_id, item.id)
-        await self._publish(item.id, "sent", message_id=result.message_id)
         await msg.ack()
+
+    async def _expired(self, item: QueuedSend) -> bool:
+        if not expired(item.expires_at, utcnow()):
+            return False
+        ledger, sid = self.actor.node.ledger, self.actor.sid
+        if not await ledger.expire(sid, item.id):  # settled already (e.g. by the expiry timer)
+            found = await ledger.journal.get(sid, item.id)
+            if found is not None:
+                await ledger.repeat(sid, found[0])
+        return True
+
+    async def _pace(self, msg: Any) -> None:
+        """Hold the message until the pacer lets it go (pacing delays, it never drops)."""
+        while True:
+            await self._holding(msg, self.actor.connected.wait())
+            now = utcnow()
+            midnight = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo) + timedelta(days=1)
+            wait = self.pacer.delay(time.monotonic(), now.date(), (midnight - now).total_seconds())
+            if wait <= 0:
+                return
+            await self._holding(msg, asyncio.sleep(wait))
+
+    async def _claim(self, item: QueuedSend) -> SendRecord | None:
+        """Make this send ours (`sending`), or settle a copy that is already past that."""
+        node, sid = self.actor.node, self.actor.sid
+        ledger = node.ledger
+        claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id)
+        if not claimed and record.state == "sending" and self.policy.resend_ambiguous:
+            claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id, from_state="sending")
+        if claimed:
+            return record
+        if record.state == "sending":
+            error = ErrorBody(code="ambiguous", message="an earlier attempt may have reached WhatsApp; not sent again")
+            await ledger.fail(sid, record, error, dead_letter=item, node=node.id)
+        else:
+            await ledger.repeat(sid, record)
+        return None
+
+    async def _typing(self, msg: Any, item: QueuedSend) -> None:
+        client = self.actor.client
+        if client is not None:
+            await client.show_typing(to_jid(item.to))
+            await self._holding(msg, asyncio.sleep(self.pacer.policy.typing_seconds))
+
+    async def _send(self, item: QueuedSend) -> SendResult:
+        client = self.actor.client
+        if client is None or not self.actor.connected.is_set() or not self.actor.node.may_act():
+            raise SendError("not_connected", "the session is not connected")
+        return await client.send_text(to_jid(item.to), item.text, ref=item.id)
+
+    async def _failed_attempt(self, msg: Any, item: QueuedSend, record: SendRecord, exc: SendError) -> None:
+        node, sid = self.actor.node, self.actor.sid
+        error = ErrorBody(code=exc.code, message=exc.message)
+        if exc.ambiguous:
+            await node.ledger.fail(sid, record, ErrorBody(code="ambiguous", message=exc.message), item, node.id)
+            await msg.ack()
+            return
+        if exc.permanent:
+            await node.ledger.fail(sid, record, error)
+            await msg.ack()
+            return
+        # A dropped connection is not the message's fault: it costs no attempt.
+        counted = exc.code != "not_connected"
+        attempts = record.attempts + counted
+        if attempts >= node.retry_policy.max_attempts:
+            failed = msgspec.structs.replace(record, attempts=attempts)
+            await node.ledger.fail(sid, failed, error, dead_letter=item, node=node.id)
+            await msg.ack()
+            return
+        await node.ledger.release(sid, record, attempts)
+        delay = node.retry_policy.delay(attempts, random.Random()) if counted else NOT_CONNECTED_RETRY
+        log.info("send failed, retrying", session=sid, id=item.id, error=str(exc), attempt=attempts, delay=delay)
+        await msg.nak(delay=delay)
 
     async def _holding(self, msg: Any, waiting: Any) -> None:
         """Wait while telling JetStream we still work on `msg` (no redelivery meanwhile)."""
@@ -153,49 +227,6 @@ class SendExecutor:
         finally:
             task.cancel()
 
-    async def _send(self, item: QueuedSend) -> Any:
-        client = self.actor.client
-        if client is None or not self.actor.connected.is_set() or not self.actor.node.may_act():
-            raise SendError("not_connected", "the session is not connected")
-        return await client.send_text(to_jid(item.to), item.text, ref=item.id)
-
-    async def _settle_seen(self, msg: Any, item: QueuedSend, record: SendRecord) -> None:
-        """A send we have a record of came back (redelivery after a crash, or a copy)."""
-        if record.state == "sent" and record.message_id:
-            self._remember(record.message_id, item.id)
-            await self._publish(item.id, "sent", message_id=record.message_id)
-        elif record.state == "failed":
-            await self._publish(item.id, "failed", error=ErrorBody(code=record.failed, message="failed earlier"))
-        else:
-            await self._fail(
-                msg, item, "ambiguous", "an earlier attempt may have reached WhatsApp; not sent again", record=None
-            )
-            return
-        await msg.ack()
-
-    async def _fail(self, msg: Any, item: QueuedSend, code: str, message: str, record: SendRecord | None) -> None:
-        if record is not None:
-            await self.actor.node.journal.settle(
-                self.actor.sid, msgspec.structs.replace(record, state="failed", failed=code)
-            )
-        await self._publish(item.id, "failed", error=ErrorBody(code=code, message=message))
-        await msg.ack()
-
-    async def _publish(
-        self, send_id: str, state: str, message_id: str | None = None, error: ErrorBody | None = None
-    ) -> None:
-        await self.actor.node.events.publish(
-            OutboundEvent(
-                event_id=f"{self.actor.sid}:out:{send_id}:{state}",
-                session_id=self.actor.sid,
-                at=utcnow(),
-                id=send_id,
-                state=state,  # type: ignore[arg-type]
-                message_id=message_id,
-                error=error,
-            )
-        )
-
     def _remember(self, message_id: str, send_id: str) -> None:
         self._by_message[message_id] = send_id
         while len(self._by_message) > RECENT_SENDS:
@@ -204,11 +235,12 @@ class SendExecutor:
     async def receipt(self, receipt: Receipt) -> None:
         if receipt.kind not in ("delivered", "read", "played"):
             return
+        ledger, sid = self.actor.node.ledger, self.actor.sid
         for message_id in receipt.message_ids:
-            send_id = self._by_message.get(message_id) or await self.actor.node.send_id_of(self.actor.sid, message_id)
+            send_id = self._by_message.get(message_id) or await self.actor.node.send_id_of(sid, message_id)
             if send_id is None:
                 continue
             # A read receipt implies delivery; the event ids make repeats harmless.
-            await self._publish(send_id, "delivered", message_id=message_id)
+            await ledger.event(sid, send_id, "delivered", message_id=message_id)
             if receipt.kind in ("read", "played"):
-                await self._publish(send_id, "read", message_id=message_id)
+                await ledger.event(sid, send_id, "read", message_id=message_id)

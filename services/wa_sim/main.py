@@ -55,6 +55,7 @@ class Simulator:
                 qr_codes=settings.sim_qr_codes,
                 keepalive_timeout=settings.sim_keepalive_timeout,
                 receipt_delay=settings.sim_receipt_delay,
+                read_after=settings.sim_read_after,
             ),
             random.Random(),
         )
@@ -123,87 +124,93 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
 
     # -- wire: the clients' side ------------------------------------------------------
     @router.subscriber(s.sim_wire("connect"), decoder=strict(sim.ConnectRequest))
-    async def connect(req: sim.ConnectRequest) -> Ok[Empty]:
+    async def wire_connect(req: sim.ConnectRequest) -> Ok[Empty]:
         async with simulator.step() as now:
             world.connect(req.conn_id, req.session_id, req.device, now)
         return DONE
 
     @router.subscriber(s.sim_wire("pair_phone"), decoder=strict(sim.PairPhoneRequest))
-    async def pair_phone(req: sim.PairPhoneRequest) -> Ok[sim.PairPhoneReply]:
+    async def wire_pair_phone(req: sim.PairPhoneRequest) -> Ok[sim.PairPhoneReply]:
         async with simulator.step() as now:
             code = world.pair_phone(req.conn_id, req.phone, now)
         return Ok(data=sim.PairPhoneReply(code))
 
     @router.subscriber(s.sim_wire("send"), decoder=strict(sim.SendRequest))
-    async def send(req: sim.SendRequest) -> Ok[sim.SendReply]:
+    async def wire_send(req: sim.SendRequest) -> Ok[sim.SendReply]:
         async with simulator.step() as now:
             return Ok(data=world.send(req.conn_id, req.to, req.text, req.ref, now))
 
+    @router.subscriber(s.sim_wire("presence"), decoder=strict(sim.PresenceRequest))
+    async def wire_presence(req: sim.PresenceRequest) -> Ok[Empty]:
+        async with simulator.step() as now:
+            world.presence(req.conn_id, req.to, now)
+        return DONE
+
     @router.subscriber(s.sim_wire("ack"), decoder=strict(sim.AckRequest))
-    async def ack(req: sim.AckRequest) -> Ok[Empty]:
+    async def wire_ack(req: sim.AckRequest) -> Ok[Empty]:
         async with simulator.step() as now:
             world.ack(req.conn_id, req.message_ids, now)
         return DONE
 
     @router.subscriber(s.sim_wire("keepalive"), decoder=strict(sim.KeepaliveRequest))
-    async def keepalive(req: sim.KeepaliveRequest) -> Ok[sim.KeepaliveReply]:
+    async def wire_keepalive(req: sim.KeepaliveRequest) -> Ok[sim.KeepaliveReply]:
         async with simulator.step() as now:
             return Ok(data=sim.KeepaliveReply(world.keepalive(req.conn_ids, now)))
 
     @router.subscriber(s.sim_wire("disconnect"), decoder=strict(sim.DisconnectRequest))
-    async def disconnect(req: sim.DisconnectRequest) -> Ok[Empty]:
+    async def wire_disconnect(req: sim.DisconnectRequest) -> Ok[Empty]:
         async with simulator.step():
             world.disconnect(req.conn_id)
         return DONE
 
     @router.subscriber(s.sim_wire("logout"), decoder=strict(sim.LogoutRequest))
-    async def logout(req: sim.LogoutRequest) -> Ok[Empty]:
+    async def wire_logout(req: sim.LogoutRequest) -> Ok[Empty]:
         async with simulator.step() as now:
             world.logout(req.device, now)
         return DONE
 
     # -- control: the phone's side ----------------------------------------------------
     @router.subscriber(s.sim("{sid}", "scan"), decoder=strict(Empty))
-    async def scan(req: Empty, sid: str = Path()) -> Ok[sim.ScanReply]:
+    async def sim_scan(req: Empty, sid: str = Path()) -> Ok[sim.ScanReply]:
         async with simulator.step() as now:
             jid = world.scan(sid, now)
         log.info("paired", session=sid, jid=jid)
         return Ok(data=sim.ScanReply(jid))
 
     @router.subscriber(s.sim("{sid}", "inbound"), decoder=strict(sim.InboundRequest))
-    async def inbound(req: sim.InboundRequest, sid: str = Path()) -> Ok[sim.InboundReply]:
+    async def sim_inbound(req: sim.InboundRequest, sid: str = Path()) -> Ok[sim.InboundReply]:
         async with simulator.step() as now:
             return Ok(data=sim.InboundReply(world.inbound(sid, req.sender, req.text, now)))
 
     @router.subscriber(s.sim("{sid}", "read"), decoder=strict(sim.ReadRequest))
-    async def read(req: sim.ReadRequest, sid: str = Path()) -> Ok[sim.ReadReply]:
+    async def sim_read(req: sim.ReadRequest, sid: str = Path()) -> Ok[sim.ReadReply]:
         async with simulator.step() as now:
             world.read(sid, req.message_id, now)
         return Ok(data=sim.ReadReply(req.message_id))
 
     @router.subscriber(s.sim("{sid}", "unlink"), decoder=strict(Empty))
-    async def unlink(req: Empty, sid: str = Path()) -> Ok[sim.ConnectionReply]:
+    async def sim_unlink(req: Empty, sid: str = Path()) -> Ok[sim.ConnectionReply]:
         async with simulator.step() as now:
             closed = world.unlink(sid, now)
         log.info("unlinked", session=sid, closed=closed)
         return Ok(data=sim.ConnectionReply(closed))
 
     @router.subscriber(s.sim("{sid}", "drop"), decoder=strict(Empty))
-    async def drop(req: Empty, sid: str = Path()) -> Ok[sim.ConnectionReply]:
+    async def sim_drop(req: Empty, sid: str = Path()) -> Ok[sim.ConnectionReply]:
         async with simulator.step() as now:
             closed = world.drop(sid, now)
         log.info("dropped", session=sid, closed=closed)
         return Ok(data=sim.ConnectionReply(closed))
 
     @router.subscriber(s.sim("{sid}", "ban"), decoder=strict(sim.BanRequest))
-    async def ban(req: sim.BanRequest, sid: str = Path()) -> Ok[sim.ConnectionReply]:
+    async def sim_ban(req: sim.BanRequest, sid: str = Path()) -> Ok[sim.ConnectionReply]:
         async with simulator.step() as now:
             closed = world.ban(sid, req.seconds, now)
         log.info("banned", session=sid, seconds=req.seconds, closed=closed)
         return Ok(data=sim.ConnectionReply(closed))
 
     @router.subscriber(s.sim_stats, decoder=strict(sim.StatsRequest))
-    async def stats(req: sim.StatsRequest) -> Ok[sim.SimStats]:
+    async def sim_stats(req: sim.StatsRequest) -> Ok[sim.SimStats]:
         return simulator.check_fits(Ok(data=world.stats(req.session_id, req.refs)))
 
     return router

@@ -56,6 +56,8 @@ class Rules:
     qr_codes: int = 6
     keepalive_timeout: float = 3.0
     receipt_delay: float = 0.05
+    # The recipient reads each message this long after delivery (0: only on `wasim.<sid>.read`).
+    read_after: float = 0.0
 
 
 class Device(msgspec.Struct):
@@ -217,8 +219,15 @@ class World:
             session.sent.popitem(last=False)
         receipt = sim.ReceiptFrame("delivered", [message_id], chat)
         self._at(now + self.rules.receipt_delay, partial(self._receipt, session, receipt))
+        if self.rules.read_after > 0:
+            read = sim.ReceiptFrame("read", [message_id], chat)
+            self._at(now + self.rules.receipt_delay + self.rules.read_after, partial(self._receipt, session, read))
         self._count_traffic(conn)
         return sim.SendReply(message_id, _time(now))
+
+    def presence(self, conn_id: str, to: str, now: float) -> None:
+        conn = self._logged_in(conn_id, now)
+        self.sessions[conn.session_id].counters.presences += 1
 
     def ack(self, conn_id: str, message_ids: list[str], now: float) -> None:
         """Only a live connection can ack: an ack lost with its connection means redelivery."""
@@ -347,6 +356,7 @@ class World:
                 overlaps=sum(c.overlaps for c in every),
                 connects=sum(c.connects for c in every),
                 inbound=sum(c.inbound for c in every),
+                presences=sum(c.presences for c in every),
             ),
         )
 

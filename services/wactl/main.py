@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import msgspec
@@ -807,3 +808,86 @@ async def rotate_key(settings: Settings) -> None:
     typer.echo(
         f"re-sealed {versions} credential version(s) of {sessions} session(s) with key {keyring.active!r}"
     )
+
+
+# ------------------------------------------------------------------------- migration
+
+
+class Adapter(StrEnum):
+    neonize = "neonize"
+    sim = "sim"
+
+
+@app.command("import")
+def import_stores(
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(exists=True, help="a store file, or a folder of *.db, *.sqlite, *.sqlite3")],
+    adapter: Annotated[
+        Adapter | None, typer.Option(help="whose stores these are (default: WA_ADAPTER)")
+    ] = None,
+    label_from_filename: Annotated[
+        bool, typer.Option("--label-from-filename", help="label each session with its file name")
+    ] = False,
+) -> None:
+    """Turn existing neonize/whatsmeow (or simulator) SQLite stores into linked sessions.
+
+    The session id comes from the file name. Never replaces an existing session or its
+    credentials; live stores of a running process are copied safely. One line per store;
+    exit status 1 if any was skipped.
+    """
+    table = DEVICE_TABLES[adapter.value if adapter else ctx.obj.settings.adapter]
+    with_nats(ctx, lambda gateway: import_from(gateway, path, table, label_from_filename))
+
+
+async def import_from(gateway: Gateway, path: Path, device_table: str, label_from_filename: bool) -> int:
+    import socket
+
+    from nats.js.errors import BucketNotFoundError
+    from pymongo.errors import PyMongoError
+
+    from services.common import mongo
+    from services.common.bus import EventPublisher
+    from services.common.sessions import SessionStore
+    from services.session_actor import importer
+    from services.session_actor.vault import CredentialVault, Keyring, VaultError
+
+    settings = gateway.settings
+    try:
+        keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir)
+    except (VaultError, ValueError) as exc:
+        raise Failure(f"vault keys: {exc}") from None
+    js = gateway.nc.jetstream()
+    try:
+        kv = await js.key_value(settings.subjects.leases_bucket)
+    except (NotFoundError, BucketNotFoundError):
+        raise Failure(
+            f"no bucket {settings.subjects.leases_bucket}: start the services once first (prefix "
+            f"{settings.subjects.prefix!r})",
+            EXIT_UNREACHABLE,
+        ) from None
+    stores = importer.find_stores(path)
+    if not stores:
+        raise Failure(f"no store files ({', '.join(importer.STORE_SUFFIXES)}) in {path}")
+    client, db = mongo.connect(settings, "wactl")
+    registry = importer.Registry(
+        SessionStore(db),
+        CredentialVault(db, keyring, device_table),
+        kv,
+        EventPublisher(js, settings.subjects),
+        db[importer.LEDGER],
+        f"wactl@{socket.gethostname()}",
+    )
+    try:
+        outcomes = await importer.import_stores(
+            registry, stores, label_from_filename=label_from_filename, report=lambda o: typer.echo(o.line())
+        )
+    except PyMongoError as exc:
+        message = str(exc).split(", Timeout:")[0]
+        raise Failure(f"MongoDB at {redact(settings.mongo_url)}: {message}", EXIT_UNREACHABLE) from None
+    except nats.errors.Error as exc:  # a store being registered resumes at the next import
+        raise Failure(f"NATS: {exc or type(exc).__name__}; import again in a minute to finish", EXIT_UNREACHABLE) from None
+    finally:
+        await client.close()
+    imported = sum(o.imported for o in outcomes)
+    typer.echo(f"{imported} of {len(outcomes)} store(s) imported", err=True)
+    return 0 if imported == len(outcomes) else EXIT_ERROR

@@ -136,6 +136,10 @@ class WhatsAppClient(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def show_typing(self, to_jid: str) -> None:
+        """Show "typing..." in the chat with `to_jid` (sending the message ends it)."""
+
+    @abc.abstractmethod
     async def snapshot(self) -> bytes:
         """A consistent copy of the credential store, safe while the client writes to it."""
 

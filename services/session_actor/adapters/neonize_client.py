@@ -91,6 +91,8 @@ PROBE_TTL = 5.0
 SNAPSHOT_BUSY_TIMEOUT_MS = 5000
 KNOWN_RECIPIENTS_LIMIT = 10_000
 PAIR_CLIENT_CHROME = 1  # goneonize's pairClientTypeFromInt
+CHAT_PRESENCE_COMPOSING = 0  # neonize.utils.enum.ChatPresence
+CHAT_PRESENCE_MEDIA_TEXT = 0  # neonize.utils.enum.ChatPresenceMedia
 PAIR_CLIENT_NAME = "Chrome (Linux)"  # WhatsApp requires "Browser (OS)"
 
 # whatsmeow's numeric codes for neonize's enum names; an unmapped code arrives unset.
@@ -604,6 +606,20 @@ class NeonizeClient(WhatsAppClient):
         response = result.SendResponse
         sent_at = _epoch_datetime(response.Timestamp) if response.Timestamp else utcnow()
         return SendResult(response.ID, sent_at)
+
+    async def show_typing(self, to_jid: str) -> None:
+        incarnation = self._current
+        if incarnation is None or not self._connected:
+            return  # the send that follows reports the missing connection
+        target = self._recipient(to_jid).SerializeToString()
+        error = (
+            await self._factory.guard.read(
+                self._lib.gocode.SendChatPresence, incarnation.uuid, target, len(target),
+                CHAT_PRESENCE_COMPOSING, CHAT_PRESENCE_MEDIA_TEXT,
+            )
+        ).decode()  # fmt: skip
+        if error:
+            self.log.info("typing indication refused", error=error)
 
     async def snapshot(self) -> bytes:
         if not self.store_path.exists():

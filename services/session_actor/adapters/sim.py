@@ -223,6 +223,13 @@ class SimClient(WhatsAppClient):
         reply = msgspec.convert(data, sim.SendReply)
         return SendResult(reply.message_id, reply.timestamp)
 
+    async def show_typing(self, to_jid: str) -> None:
+        conn = self._open_connection()
+        if conn is None:
+            return  # the send that follows reports the missing connection
+        with contextlib.suppress(nats.errors.Error, ContractError):
+            await self._factory.call("presence", sim.PresenceRequest(conn.conn_id, to_jid), SEND_TIMEOUT)
+
     async def snapshot(self) -> bytes:
         return self._store.snapshot()
 

@@ -1,0 +1,117 @@
+"""The bookkeeping of sends: every lifecycle step moves the journal record and publishes its event.
+
+Owned by the outbound-queue; used by its intake, expiry and clean-up, and by the session
+actor that executes sends. A step that loses its compare-and-set (another actor, the expiry
+timer or the clean-up got there first) publishes nothing: each send reaches exactly one
+terminal state (`read` once `sent`, `failed`, `expired`), and each step is an event whose id
+is derived from the send and the state, so a repeated step is stored once.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nats.js import JetStreamContext
+
+from contracts.envelope import ErrorBody
+from contracts.events import OutboundEvent
+from contracts.internal import QueuedSend
+from contracts.queue import DeadLetter
+from contracts.subjects import Subjects
+from contracts.types import utcnow
+from services.common.bus import EventPublisher, encode, new_id
+from services.common.sends import SendJournal, SendRecord
+
+
+class Ledger:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, journal: SendJournal) -> None:
+        self.journal = journal
+        self._js = js
+        self._subjects = subjects
+        self._events = EventPublisher(js, subjects)
+
+    async def event(
+        self, sid: str, send_id: str, state: str, message_id: str | None = None, error: ErrorBody | None = None
+    ) -> None:
+        await self._events.publish(
+            OutboundEvent(
+                event_id=f"{sid}:out:{send_id}:{state}",
+                session_id=sid,
+                at=utcnow(),
+                id=send_id,
+                state=state,  # type: ignore[arg-type]
+                message_id=message_id,
+                error=error,
+            )
+        )
+
+    async def reject(self, sid: str, send_id: str, error: ErrorBody) -> None:
+        """A send that was never accepted, reported as an event (its request had no reply
+        subject). Its event id is unique: it is not a step of any accepted send's lifecycle."""
+        await self._events.publish(
+            OutboundEvent(
+                event_id=f"{sid}:out:{send_id}:rejected:{new_id()}",
+                session_id=sid,
+                at=utcnow(),
+                id=send_id,
+                state="failed",
+                error=error,
+            )
+        )
+
+    async def sent(self, sid: str, record: SendRecord, message_id: str) -> None:
+        await self.journal.settle(sid, msgspec.structs.replace(record, state="sent", message_id=message_id))
+        await self.event(sid, record.id, "sent", message_id=message_id)
+
+    async def release(self, sid: str, record: SendRecord, attempts: int) -> None:
+        """An attempt that surely did not reach WhatsApp: the send is `accepted` again."""
+        await self.journal.settle(sid, SendRecord(id=record.id, state="accepted", attempts=attempts))
+
+    async def fail(
+        self,
+        sid: str,
+        record: SendRecord,
+        error: ErrorBody,
+        dead_letter: QueuedSend | None = None,
+        node: str | None = None,
+    ) -> None:
+        """A send the actor holds (`sending`) will never be sent."""
+        await self.journal.settle(sid, msgspec.structs.replace(record, state="failed", failed=error.code))
+        if dead_letter is not None:
+            letter = DeadLetter(
+                item=dead_letter, error=error, attempts=record.attempts, failed_at=utcnow(), node=node
+            )
+            await self._js.publish(
+                self._subjects.dead_letter(sid), encode(letter), headers={"Nats-Msg-Id": f"{sid}/{record.id}"}
+            )
+        await self.event(sid, record.id, "failed", error=error)
+
+    async def fail_waiting(self, sid: str, send_id: str, error: ErrorBody) -> bool:
+        """Fail a send nobody holds (still `accepted`); False when it had moved on."""
+        moved, _ = await self.journal.move(sid, send_id, "accepted", "failed", failed=error.code)
+        if moved:
+            await self.event(sid, send_id, "failed", error=error)
+        return moved
+
+    async def expire(self, sid: str, send_id: str) -> bool:
+        """A send still waiting when its `expires_at` passed; False when it had moved on."""
+        moved, _ = await self.journal.move(sid, send_id, "accepted", "expired")
+        if moved:
+            await self.event(
+                sid, send_id, "expired", error=ErrorBody(code="expired", message="expires_at passed before sending")
+            )
+        return moved
+
+    async def repeat(self, sid: str, record: SendRecord) -> None:
+        """Say again what a send's record says (a copy came back after a crash or a retry).
+
+        The event ids make it a no-op where the first one was stored.
+        """
+        if record.state == "sent" and record.message_id:
+            await self.event(sid, record.id, "sent", message_id=record.message_id)
+        elif record.state == "failed":
+            await self.event(sid, record.id, "failed", error=ErrorBody(code=record.failed or "failed", message="failed earlier"))
+        elif record.state == "expired":
+            await self.event(
+                sid, record.id, "expired", error=ErrorBody(code="expired", message="expires_at passed before sending")
+            )
+
