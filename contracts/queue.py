@@ -21,7 +21,7 @@ from contracts.internal import QueuedSend
 from contracts.types import SessionId
 
 
-class PacingPolicy(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+class PacingPolicy(msgspec.Struct, forbid_unknown_fields=True):
     """How fast one session may send (see services/outbound_queue/policy.py)."""
 
     enabled: bool = True
@@ -37,7 +37,7 @@ class PacingPolicy(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
             raise ValueError("jitter must not exceed min_gap")
 
 
-class SendPolicy(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+class SendPolicy(msgspec.Struct, forbid_unknown_fields=True):
     """A session's send policy; parts left out keep the deployment's defaults."""
 
     pacing: PacingPolicy | None = None

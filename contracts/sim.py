@@ -219,6 +219,13 @@ class BanRequest(msgspec.Struct):
     seconds: Annotated[int, msgspec.Meta(gt=0)]
 
 
+class FaultsRequest(msgspec.Struct):
+    """`wasim.<sid>.faults`: WhatsApp's servers answer the next `send_errors` sends of the
+    session with a server error (try again later), like the 5xx real WhatsApp sometimes gives."""
+
+    send_errors: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
 class ScanReply(msgspec.Struct):
     jid: str
 

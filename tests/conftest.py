@@ -110,6 +110,9 @@ def make_settings(infra: Infra, tmp_path: Path, **overrides: object) -> Settings
         "pacing_burst": 100,
         "pacing_min_gap": 0.02,
         "pacing_jitter": 0.01,
+        "send_max_attempts": 3,
+        "send_retry_base": 0.1,
+        "send_retry_cap": 1.0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

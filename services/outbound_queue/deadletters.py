@@ -36,7 +36,7 @@ class Operations:
         self._intake = intake
 
     async def stats(self, sid: str) -> QueueStats:
-        self._intake.check_session(sid)
+        self._intake.check_known(sid)
         stream = self._subjects.outbound_stream
         queued = self._subjects.outbound(sid)
         info = await self._js.stream_info(stream, subjects_filter=queued)

@@ -65,11 +65,15 @@ class Intake:
         self._states = states  # latest public state per session, from status events
         self._depths: dict[str, tuple[int, float]] = {}
 
-    def check_session(self, sid: str) -> None:
+    def check_known(self, sid: str) -> None:
         if not _SID.match(sid):
             raise invalid(f"session id: expected 1-64 characters A-Z a-z 0-9 _ -, got {sid!r}")
         if sid not in self._cluster.sessions:
             raise not_found(f"no session {sid!r}")
+
+    def check_session(self, sid: str) -> None:
+        """Known, and able to send."""
+        self.check_known(sid)
         why = UNAVAILABLE_STATES.get(self._states.get(sid, ""))
         if why:
             raise unavailable(f"session {sid!r} cannot send: {why}")
@@ -86,7 +90,7 @@ class Intake:
             if existing.state == "accepted":
                 await self._enqueue(sid, req, existing.accepted_at or now)
             return Ok(data=SendAccepted(id=req.id, duplicate=True))
-        if await self.depth(sid) >= self._queue_limit:
+        if await self.depth(sid, near=self._queue_limit) >= self._queue_limit:
             await self._ledger.journal.forget(sid, req.id)  # not accepted: a retry later is new
             raise ContractError(
                 "rate_limited", f"session {sid!r} already has {self._queue_limit} sends waiting; slow down"
@@ -96,10 +100,14 @@ class Intake:
         await self._enqueue(sid, req, now)
         return Ok(data=SendAccepted(id=req.id, duplicate=False))
 
-    async def depth(self, sid: str) -> int:
-        """Sends waiting in the session's queue (cached briefly: intake runs hot)."""
+    async def depth(self, sid: str, near: int) -> int:
+        """Sends waiting in the session's queue.
+
+        Cached briefly (intake runs hot) and counted up with each accepted send; the cache
+        over-counts sends that left meanwhile, so at `near` the stream is asked again.
+        """
         count, read_at = self._depths.get(sid, (0, 0.0))
-        if time.monotonic() - read_at > DEPTH_TTL:
+        if time.monotonic() - read_at > DEPTH_TTL or count >= near:
             subject = self._subjects.outbound(sid)
             info = await self._js.stream_info(self._subjects.outbound_stream, subjects_filter=subject)
             count = (info.state.subjects or {}).get(subject, 0)

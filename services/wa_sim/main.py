@@ -209,6 +209,12 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
         log.info("banned", session=sid, seconds=req.seconds, closed=closed)
         return Ok(data=sim.ConnectionReply(closed))
 
+    @router.subscriber(s.sim("{sid}", "faults"), decoder=strict(sim.FaultsRequest))
+    async def sim_faults(req: sim.FaultsRequest, sid: str = Path()) -> Ok[Empty]:
+        async with simulator.step():
+            world.faults(sid, req.send_errors)
+        return DONE
+
     @router.subscriber(s.sim_stats, decoder=strict(sim.StatsRequest))
     async def sim_stats(req: sim.StatsRequest) -> Ok[sim.SimStats]:
         return simulator.check_fits(Ok(data=world.stats(req.session_id, req.refs)))

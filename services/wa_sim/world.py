@@ -110,6 +110,7 @@ class Session:
     undelivered_receipts: list[sim.ReceiptFrame] = field(default_factory=list)
     sent: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message id -> chat
     counters: sim.SessionStats = field(default_factory=sim.SessionStats)
+    failing_sends: int = 0  # injected server errors still to give (`faults`)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,9 @@ class World:
         if chat.split("@")[0].startswith(NOT_ON_WHATSAPP_PREFIX):
             raise ContractError(sim.NOT_ON_WHATSAPP, f"{chat} is not on WhatsApp")
         session = self.sessions[conn.session_id]
+        if session.failing_sends:
+            session.failing_sends -= 1
+            raise ContractError("internal", "WhatsApp server error (simulated fault); try again later")
         counters = session.counters
         counters.messages += 1
         seen = counters.received.get(ref, 0)
@@ -324,6 +328,9 @@ class World:
                 self._close(conn.conn_id)
                 dropped = True
         return dropped
+
+    def faults(self, session_id: str, send_errors: int) -> None:
+        self._known(session_id).failing_sends = send_errors
 
     def ban(self, session_id: str, seconds: int, now: float) -> bool:
         session = self._known(session_id)
