@@ -17,6 +17,7 @@ import msgspec
 from pydantic_core import core_schema
 
 import contracts
+from contracts.sending import SCHEMA_EXTRAS
 
 
 def _inline(schema: Any, components: dict[str, Any]) -> Any:
@@ -32,6 +33,9 @@ def _inline(schema: Any, components: dict[str, Any]) -> Any:
 def json_schema(type_: Any) -> dict[str, Any]:
     """msgspec's JSON Schema of a type, self-contained."""
     (top,), components = msgspec.json.schema_components([type_])
+    for name, extra in SCHEMA_EXTRAS.items():
+        if name in components:
+            components[name] = {**components[name], **extra}
     return _inline(top, components)
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import msgspec
 
+from contracts.sending import Media
 from contracts.types import SessionState
 
 
@@ -54,10 +55,15 @@ class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
     id: str
     session_id: str
     to: str
-    text: str
+    # The text; with `media`, its caption (None: no caption).
+    text: str | None = None
     accepted_at: datetime
     send_at: datetime | None = None
     expires_at: datetime | None = None
+    # A media send (inline base64 travels here: intake keeps the whole message within NATS'
+    # max payload). Actors older than this field would send only the caption: roll actors
+    # out before the outbound-queue.
+    media: Media | None = None
 
 
 class ExpiryCheck(msgspec.Struct):

@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.envelope import Err, Ok
 from contracts.events import MessageEvent, OutboundEvent, StatusEvent
-from contracts.sending import SendAccepted, SendText
+from contracts.sending import SCHEMA_EXTRAS, SendAccepted, SendText
 from contracts.sessions import PairRequest, PairStarted, Session, SessionCreate, SessionDeleted, SessionList
 
 # What travels on each subject pattern of contract v1 (the prefix is configurable). Every
@@ -37,6 +37,8 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
 def document() -> dict[str, Any]:
     types = [Err, *(t for pair in MESSAGES.values() for t in pair if t is not None)]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    for name, extra in SCHEMA_EXTRAS.items():
+        components[name].update(extra)
     error, *found_list = schemas
     found = iter(found_list)
     subjects = {}

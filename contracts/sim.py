@@ -6,8 +6,8 @@ section); they answer with the v1 envelope.
 The wire protocol stands in for WhatsApp's websocket between a session's client
 (services/session_actor/adapters/sim.py) and the simulator (services/wa_sim):
 
-- client to server: requests on `wasim._wire.<op>` (connect, pair_phone, send, ack,
-  keepalive, disconnect, logout), answered with the v1 envelope;
+- client to server: requests on `wasim._wire.<op>` (connect, pair_phone, send, send_media,
+  ack, keepalive, disconnect, logout), answered with the v1 envelope;
 - server to client: frames published on `wasim._conn.<conn_id>`, in the order the server
   produced them. The client subscribes to that subject before it sends `connect`.
 
@@ -21,7 +21,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.types import Phone, Recipient, SendId, SessionId, Text
+from contracts.types import Filename, MediaKind, Mime, Phone, Recipient, SendId, SessionId, Text
 
 CONN_ID_PATTERN = r"^[0-9a-f]{8,64}$"
 ConnId = Annotated[str, msgspec.Meta(pattern=CONN_ID_PATTERN)]
@@ -31,6 +31,7 @@ MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # Wire error codes of `send` and `ack`, besides the v1 codes.
 NOT_CONNECTED = "not_connected"
 NOT_ON_WHATSAPP = "not_on_whatsapp"
+MEDIA_TOO_LARGE = "media_too_large"
 
 
 class DeviceCredentials(msgspec.Struct):
@@ -68,6 +69,21 @@ class SendRequest(msgspec.Struct):
     text: Text
     # The gateway's idempotency id: WhatsApp never sees it, the simulator counts it.
     ref: SendId
+
+
+class SendMediaRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A media message. Like WhatsApp's, it carries what describes the uploaded file (its
+    length and hash), not the file: the simulator has no media server to upload to."""
+
+    conn_id: ConnId
+    to: Recipient
+    ref: SendId
+    kind: MediaKind
+    mime: Mime
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    filename: Filename | None = None
+    caption: Text | None = None
 
 
 class SendReply(msgspec.Struct):
@@ -253,6 +269,11 @@ class SessionStats(msgspec.Struct):
     connects: int = 0  # successful connections
     inbound: int = 0  # messages from contacts
     presences: int = 0  # "typing..." indications shown
+    # Media sends (also counted in `messages` and `received`) by kind, and their bytes.
+    media: dict[str, int] = {}
+    media_bytes: int = 0
+    # The sha256 of the file each media `ref` carried (left out with `refs: false`).
+    media_sha256: dict[str, str] = {}
 
 
 class StatsTotals(msgspec.Struct):
@@ -263,6 +284,7 @@ class StatsTotals(msgspec.Struct):
     connects: int
     inbound: int
     presences: int
+    media: int = 0
 
 
 class SimStats(msgspec.Struct):

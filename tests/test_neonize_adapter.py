@@ -29,6 +29,7 @@ from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
     OfflineSyncCompleted,
+    OutgoingMedia,
     Receipt,
     SendError,
     StoreChanged,
@@ -552,6 +553,92 @@ async def test_send_errors_are_classified(
     assert nc._send_error("can't send message to unknown server abc").permanent
     assert nc._send_error("the store doesn't contain a device JID").permanent
     assert not nc._send_error("server returned error 500").permanent
+
+
+def upload_response(pb: Any, size: int) -> Any:
+    """What whatsmeow's Upload answers (hand-made: offline nothing can be uploaded)."""
+    return pb.UploadResponse(
+        url="https://mmg.whatsapp.net/v/t62.7118-24/123_456.enc?ccb=11-4",
+        DirectPath="/v/t62.7118-24/123_456.enc?ccb=11-4",
+        Handle="",
+        MediaKey=b"k" * 32,
+        FileEncSHA256=b"e" * 32,
+        FileSHA256=b"s" * 32,
+        FileLength=size,
+    )
+
+
+async def test_media_messages_are_built_from_the_upload(factory: nc.NeonizeClientFactory) -> None:
+    lib = factory.library
+    cases = [
+        (OutgoingMedia("image", b"\xff\xd8\xff", "image/jpeg", caption="a cat"), "imageMessage", "image", "a cat"),
+        (OutgoingMedia("video", b"\0" * 10, "video/mp4", caption=None), "videoMessage", "video", None),
+        (OutgoingMedia("audio", b"ID3", "audio/mpeg"), "audioMessage", "audio", None),
+        (OutgoingMedia("document", b"%PDF-", "application/pdf", filename="Q3.pdf"), "documentMessage", "document", None),
+    ]
+    for media, field, kind, caption in cases:
+        upload = upload_response(lib.pb, len(media.data))
+        built = nc.build_media_message(lib.message_type, media, upload, 1_700_000_000)
+        # As Go receives it: serialized, then parsed.
+        message = lib.message_type.FromString(built.SerializeToString())
+        assert [d.name for d, _ in message.ListFields()] == [field]
+        part = getattr(message, field)
+        assert (part.URL, part.directPath) == (upload.url, upload.DirectPath)
+        assert (part.mediaKey, part.fileEncSHA256, part.fileSHA256) == (b"k" * 32, b"e" * 32, b"s" * 32)
+        assert (part.fileLength, part.mimetype, part.mediaKeyTimestamp) == (len(media.data), media.mime, 1_700_000_000)
+        # The inbound parser reads our own messages back as what they are.
+        assert nc._message_content(message) == (kind, caption)
+    audio = nc.build_media_message(lib.message_type, cases[2][0], upload_response(lib.pb, 3), 1)
+    assert audio.audioMessage.HasField("PTT") and not audio.audioMessage.PTT
+    document = nc.build_media_message(lib.message_type, cases[3][0], upload_response(lib.pb, 5), 1)
+    assert (document.documentMessage.fileName, document.documentMessage.title) == ("Q3.pdf", "Q3.pdf")
+    # A captioned document goes the way WhatsApp's clients send it.
+    captioned = OutgoingMedia("document", b"%PDF-", "application/pdf", filename="Q3.pdf", caption="the figures")
+    message = nc.build_media_message(lib.message_type, captioned, upload_response(lib.pb, 5), 1)
+    assert [d.name for d, _ in message.ListFields()] == ["documentWithCaptionMessage"]
+    inner = message.documentWithCaptionMessage.message.documentMessage
+    assert (inner.caption, inner.fileName, inner.URL) == ("the figures", "Q3.pdf", upload_response(lib.pb, 5).url)
+    assert nc._message_content(message) == ("document", "the figures")
+    assert nc.MEDIA_TYPES == {"image": 0, "video": 1, "audio": 2, "document": 3}  # neonize's MediaType
+    from neonize.utils.enum import MediaType
+
+    assert {kind: MediaType(value).name for kind, value in nc.MEDIA_TYPES.items()} == {
+        "image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument",
+    }  # fmt: skip
+
+
+async def test_media_upload_fails_offline_as_a_transient_error(
+    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+) -> None:
+    photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(1000), "image/jpeg", caption="hi")
+    client = factory.create("media", tmp_path / "media.db", Recorder(), time.monotonic)
+    with pytest.raises(SendError) as not_connected:
+        await client.send_media("15550002222@s.whatsapp.net", photo, ref="r1")
+    assert not_connected.value.code == "not_connected" and not not_connected.value.permanent
+
+    # A real Go client that never got a connection: whatsmeow's upload itself fails.
+    store = tmp_path / "media.db"
+    store.write_bytes(linked_store)
+    uuid = b"media#go"
+    await register_go_client(factory, store, uuid)
+    fake_incarnation(client, connected=True, uuid=uuid)
+    with pytest.raises(SendError) as invalid:
+        await client.send_media("abc", photo, ref="r2")
+    assert invalid.value.code == "invalid_recipient" and invalid.value.permanent
+    # A group skips the is-on-WhatsApp lookup, so the upload is what runs (and fails) offline.
+    with pytest.raises(SendError) as offline:
+        await client.send_media("120363000000000001@g.us", photo, ref="r3")
+    error = offline.value
+    assert error.code == "media_upload_failed", error
+    assert not error.permanent and not error.ambiguous
+    assert "failed to refresh media connections" in error.message
+    await factory.guard.write(factory.library.native.Stop, uuid)
+    client._current = None
+    await client.close()
+
+    assert nc._upload_error("the store doesn't contain a device JID").code == "not_logged_in"
+    assert nc._upload_error("the store doesn't contain a device JID").permanent
+    assert not nc._upload_error("upload failed with status code 500").permanent
 
 
 async def test_pair_code_and_logout_need_a_connection(

@@ -7,6 +7,7 @@ in the last test, which runs it as its own process and restarts it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -25,6 +26,7 @@ from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
     OfflineSyncCompleted,
+    OutgoingMedia,
     Receipt,
     SendError,
     StoreChanged,
@@ -32,7 +34,7 @@ from services.session_actor.adapters.base import (
 from services.session_actor.adapters.sim import SimClient, SimClientFactory, SimStore
 from services.session_actor.vault import check_store
 from services.wa_sim.main import build
-from services.wa_sim.world import CREDS_ROTATE_EVERY, phone_for
+from services.wa_sim.world import CREDS_ROTATE_EVERY, MEDIA_LIMITS, phone_for
 from tests.support import Stack, call, call_ok, wait_until
 
 E = TypeVar("E")
@@ -329,6 +331,33 @@ async def test_send_errors(harness: Harness, wasim: SimServer) -> None:
         await client.send_text("15550001111@s.whatsapp.net", "hi", "r3")
     assert info.value.code == sim.NOT_CONNECTED
     assert (await stats(harness.nc, harness.settings, "alice")).messages == 0
+
+
+async def test_send_media_over_the_wire_and_its_errors(harness: Harness) -> None:
+    client, events = await harness.paired("alice")
+    photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(997), "image/jpeg", caption="a cat")
+    sent = await client.send_media("15550001111@s.whatsapp.net", photo, "media-1")
+    assert (await events.next(Receipt)).message_ids == (sent.message_id,)
+    await client.send_text("15550001111@s.whatsapp.net", "hi", "text-1")
+    result = await stats(harness.nc, harness.settings, "alice")
+    assert result.received == {"media-1": 1, "text-1": 1} and result.messages == 2
+    assert (result.media, result.media_bytes) == ({"image": 1}, 1000)
+    assert result.media_sha256 == {"media-1": hashlib.sha256(photo.data).hexdigest()}
+
+    # The simulated WhatsApp's own limits (the gateway's are configurable and may be higher).
+    huge = OutgoingMedia("image", bytes(MEDIA_LIMITS["image"] + 1), "image/jpeg")
+    with pytest.raises(SendError) as info:
+        await client.send_media("15550001111@s.whatsapp.net", huge, "media-2")
+    assert info.value.code == sim.MEDIA_TOO_LARGE and info.value.permanent
+    assert "refuses image files over 16,777,216 bytes" in info.value.message
+    with pytest.raises(SendError) as info:
+        await client.send_media("0001234567@s.whatsapp.net", photo, "media-3")
+    assert info.value.code == sim.NOT_ON_WHATSAPP and info.value.permanent
+    await client.disconnect()
+    with pytest.raises(SendError) as info:
+        await client.send_media("15550001111@s.whatsapp.net", photo, "media-4")
+    assert info.value.code == sim.NOT_CONNECTED and not info.value.permanent
+    assert (await stats(harness.nc, harness.settings, "alice")).messages == 2
 
 
 async def test_receipts_for_an_offline_sender_come_on_the_next_connect(harness: Harness) -> None:

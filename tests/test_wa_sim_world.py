@@ -11,7 +11,7 @@ import pytest
 from contracts import sim
 from contracts.envelope import ContractError
 from services.wa_sim.state import StateFile
-from services.wa_sim.world import CREDS_ROTATE_EVERY, Durable, Rules, World, phone_for
+from services.wa_sim.world import CREDS_ROTATE_EVERY, MEDIA_LIMITS, Durable, Rules, World, phone_for
 
 RULES = Rules(qr_first=60, qr_next=20, qr_codes=3, keepalive_timeout=3, receipt_delay=0.05)
 T0 = 1_700_000_000.0
@@ -232,6 +232,44 @@ def test_send_refuses_closed_and_pairing_connections_and_unknown_numbers() -> No
     world.disconnect(conn_of("alice"))
     assert error_code(lambda: world.send(conn_of("alice"), "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
     assert world.stats().totals.messages == 0
+
+
+def media(ref: str, kind: str = "image", size: int = 1000, **extra: object) -> sim.SendMediaRequest:
+    fields: dict[str, object] = {"conn_id": conn_of("alice"), "to": "15550001111", "mime": f"{kind}/x"}
+    return sim.SendMediaRequest(**{**fields, "ref": ref, "kind": kind, "size": size, "sha256": "ab" * 32, **extra})  # type: ignore[arg-type]
+
+
+def test_media_sends_count_like_texts_and_per_kind_within_whatsapp_limits() -> None:
+    world = new_world()
+    paired(world)
+    world.send(conn_of("alice"), "15550001111", "hi", "t-1", T0)
+    image = world.send_media(media("m-1", caption="a cat"), T0 + 1)
+    assert re.fullmatch(r"3EB0[0-9A-F]{16}", image.message_id)
+    world.send_media(media("m-2", "document", size=MEDIA_LIMITS["document"], filename="a.pdf"), T0 + 1)
+    world.send_media(media("m-2", "document"), T0 + 1)  # a duplicate, like a text's
+    counters = world.stats().sessions["alice"]
+    assert counters.received == {"t-1": 1, "m-1": 1, "m-2": 2}
+    assert (counters.messages, counters.duplicates) == (4, 1)
+    assert counters.media == {"image": 1, "document": 2}
+    assert counters.media_bytes == 1000 + MEDIA_LIMITS["document"] + 1000
+    assert counters.media_sha256 == {"m-1": "ab" * 32, "m-2": "ab" * 32}
+    assert world.stats().totals.media == 3
+    assert world.stats(refs=False).sessions["alice"].media_sha256 == {}
+    frames(world)
+    world.tick(T0 + 2)  # receipts come for media too
+    assert {m for f in frames(world) if isinstance(f, sim.ReceiptFrame) for m in f.message_ids} >= {image.message_id}
+
+    for kind, limit in MEDIA_LIMITS.items():
+        with pytest.raises(ContractError) as info:
+            world.send_media(media("big", kind, size=limit + 1), T0 + 3)
+        assert info.value.code == sim.MEDIA_TOO_LARGE
+        assert f"refuses {kind} files over {limit:,} bytes" in info.value.message
+    assert error_code(lambda: world.send_media(media("e", size=0), T0)) == "invalid_request"
+    assert error_code(lambda: world.send_media(media("a", "audio", caption="x"), T0)) == "invalid_request"
+    assert error_code(lambda: world.send_media(media("n", to="0001234567"), T0)) == sim.NOT_ON_WHATSAPP
+    world.disconnect(conn_of("alice"))
+    assert error_code(lambda: world.send_media(media("c"), T0)) == sim.NOT_CONNECTED
+    assert world.stats().sessions["alice"].messages == 4
 
 
 def test_delivery_receipts_come_after_the_delay_and_wait_for_an_offline_sender() -> None:

@@ -74,6 +74,32 @@ class Settings(BaseSettings):
     # Sends waiting per session beyond which intake answers `rate_limited`.
     queue_limit: int = Field(default=10_000, ge=1)
 
+    # -- media sends (see services/common/media.py) -------------------------------------
+    # Inline (base64) files, decoded. They travel inside the request and the queued send,
+    # both NATS messages (1 MiB max payload by default, base64 adds a third): 700 KiB
+    # leaves room for the caption and the envelope. Larger files go by URL. Intake also
+    # refuses any send whose queued message would not fit the server's actual max payload.
+    media_inline_max: int = Field(default=700 * 1024, ge=1)
+    # Files fetched by URL, per kind, enforced while downloading (the body is streamed and
+    # the download stops at the limit). WhatsApp's own limits are 16 MB for images and
+    # voice/audio, larger for video (64 MB here) and documents (2 GB at WhatsApp; 100 MB
+    # here because a file is held in memory while it is uploaded).
+    media_max_image: int = Field(default=16 * 1024 * 1024, ge=1)
+    media_max_audio: int = Field(default=16 * 1024 * 1024, ge=1)
+    media_max_video: int = Field(default=64 * 1024 * 1024, ge=1)
+    media_max_document: int = Field(default=100 * 1024 * 1024, ge=1)
+    # A whole download (connect, redirects, body); the actor keeps the send in progress
+    # meanwhile. Connect and read (between two chunks) timeouts are shorter.
+    media_download_timeout: float = Field(default=120.0, gt=0)
+    media_connect_timeout: float = Field(default=10.0, gt=0)
+    media_read_timeout: float = Field(default=30.0, gt=0)
+    # Media sends prepared at once per node (each holds its file in memory).
+    media_concurrency: int = Field(default=4, ge=1)
+    # Whether URLs may point at loopback, private, link-local or otherwise non-public
+    # addresses. Off: a user of the send API could otherwise make the gateway fetch internal
+    # services (cloud metadata, admin endpoints) and send the answer to any number.
+    media_fetch_private: bool = False
+
     # -- retention --------------------------------------------------------------------
     events_max_age_days: float = 7.0
     outbound_retention_days: float = 7.0

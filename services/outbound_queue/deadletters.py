@@ -78,7 +78,8 @@ class Operations:
         async for seq, letter in self._selected(select):
             item = letter.item
             new_id = f"{item.id}~r{seq}"[-MAX_SEND_ID:]
-            await self._intake.accept(item.session_id, SendText(id=new_id, to=item.to, text=item.text))
+            retry = SendText(id=new_id, to=item.to, text=item.text, media=item.media)
+            await self._intake.accept(item.session_id, retry)
             await self._js.delete_msg(self._subjects.dead_letter_stream, seq)
             retried.append({"seq": str(seq), "id": item.id, "new_id": new_id})
         return DlqRetried(retried=retried)

@@ -11,6 +11,10 @@ actor's compare-and-set lets only one copy ever be sent.
 A send with `send_at` waits as a JetStream message schedule that drops it into the session's
 queue at that time; one with `expires_at` also gets a schedule that fires an expiry check
 then (upkeep.py), so it is reported `expired` on time even while its session is offline.
+
+A media send is checked here (services/common/media.py: inline size, URL syntax, and the
+queued message must fit in NATS) and queued like a text; its actor fetches a URL when it
+sends it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.bus import encode
 from services.common.cluster import ClusterView
 from services.common.config import Settings
+from services.common.media import NATS_DEFAULT_MAX_PAYLOAD, MediaLimits, check_fits, check_send
 from services.common.sends import id_token
 from services.outbound_queue.ledger import Ledger
 
@@ -56,9 +61,12 @@ class Intake:
         ledger: Ledger,
         cluster: ClusterView,
         states: dict[str, str],
+        max_payload: int = NATS_DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._subjects = settings.subjects
         self._queue_limit = settings.queue_limit
+        self._media_limits = MediaLimits.from_settings(settings)
+        self._max_payload = max_payload  # of the NATS server the queue publishes to
         self._js = js
         self._ledger = ledger
         self._cluster = cluster
@@ -85,6 +93,9 @@ class Intake:
             raise invalid("expires_at: already in the past")
         if req.send_at is not None and req.expires_at is not None and req.send_at >= req.expires_at:
             raise invalid("send_at: must be before expires_at")
+        if req.media is not None:
+            check_send(req, self._media_limits)
+            check_fits(len(encode(self._queued(sid, req, now))), self._max_payload)
         existing = await self._ledger.journal.accept(sid, req.id, now)
         if existing is not None:
             if existing.state == "accepted":
@@ -115,8 +126,8 @@ class Intake:
         self._depths[sid] = (count + 1, read_at)
         return count
 
-    async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:
-        item = QueuedSend(
+    def _queued(self, sid: str, req: SendText, accepted_at: Any) -> QueuedSend:
+        return QueuedSend(
             id=req.id,
             session_id=sid,
             to=req.to,
@@ -124,7 +135,11 @@ class Intake:
             accepted_at=accepted_at,
             send_at=req.send_at,
             expires_at=req.expires_at,
+            media=req.media,
         )
+
+    async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:
+        item = self._queued(sid, req, accepted_at)
         key = id_token(req.id)
         headers = {"Nats-Msg-Id": f"{sid}/{req.id}"}
         if req.expires_at is not None:

@@ -113,7 +113,7 @@ async def serve(settings: Settings) -> None:
     await cluster.start()
     ledger = Ledger(js, settings.subjects, SendJournal(await js.key_value(settings.subjects.sends_bucket)))
     states: dict[str, str] = {}
-    intake = Intake(settings, js, ledger, cluster.view, states)
+    intake = Intake(settings, js, ledger, cluster.view, states, max_payload=broker.connection.max_payload)
     upkeep = Upkeep(js, settings.subjects, ledger)
     tasks = TaskSet()
     await follow_states(js, settings, states, upkeep, tasks)

@@ -32,10 +32,13 @@ from nats.js.errors import NotFoundError
 from contracts.envelope import ErrorBody
 from contracts.internal import QueuedSend
 from contracts.queue import SendPolicy
+from contracts.sending import Media
 from contracts.types import to_jid, utcnow
+from services.common.media import MediaLimits
 from services.common.sends import SendRecord
 from services.outbound_queue.policy import Pacer, expired
-from services.session_actor.adapters.base import Receipt, SendError, SendResult
+from services.session_actor import media as media_files
+from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
 
 if TYPE_CHECKING:
     from services.session_actor.actor import SessionActor
@@ -191,7 +194,20 @@ class SendExecutor:
         client = self.actor.client
         if client is None or not self.actor.connected.is_set() or not self.actor.node.may_act():
             raise SendError("not_connected", "the session is not connected")
-        return await client.send_text(to_jid(item.to), item.text, ref=item.id)
+        if item.media is None:
+            return await client.send_text(to_jid(item.to), item.text or "", ref=item.id)
+        # A media send downloads (URL) or decodes (base64) its file now, then the adapter
+        # uploads and sends it; that can outlast ACK_WAIT, so the message is kept in progress.
+        work = asyncio.ensure_future(self._send_media(client, item, item.media))
+        if self._current is not None:
+            await self._holding(self._current, work)
+        return await work
+
+    async def _send_media(self, client: WhatsAppClient, item: QueuedSend, media: Media) -> SendResult:
+        settings = self.actor.node.settings
+        async with media_files.slot(settings.media_concurrency):
+            outgoing = await media_files.prepare(media, item.text, MediaLimits.from_settings(settings))
+            return await client.send_media(to_jid(item.to), outgoing, ref=item.id)
 
     async def _failed_attempt(self, msg: Any, item: QueuedSend, record: SendRecord, exc: SendError) -> None:
         node, sid = self.actor.node, self.actor.sid

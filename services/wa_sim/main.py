@@ -140,6 +140,11 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
         async with simulator.step() as now:
             return Ok(data=world.send(req.conn_id, req.to, req.text, req.ref, now))
 
+    @router.subscriber(s.sim_wire("send_media"), decoder=strict(sim.SendMediaRequest))
+    async def wire_send_media(req: sim.SendMediaRequest) -> Ok[sim.SendReply]:
+        async with simulator.step() as now:
+            return Ok(data=world.send_media(req, now))
+
     @router.subscriber(s.sim_wire("presence"), decoder=strict(sim.PresenceRequest))
     async def wire_presence(req: sim.PresenceRequest) -> Ok[Empty]:
         async with simulator.step() as now:

@@ -43,6 +43,13 @@ CREDS_ROTATE_EVERY = 20
 NOT_ON_WHATSAPP_PREFIX = "000"
 # Sent messages remembered per session, so a `read` control request can name them.
 REMEMBERED_SENDS = 10_000
+# WhatsApp's size limits for media messages, by kind (the gateway has its own, WA_MEDIA_MAX_*).
+MEDIA_LIMITS = {
+    "image": 16 * 1024 * 1024,
+    "audio": 16 * 1024 * 1024,
+    "video": 64 * 1024 * 1024,
+    "document": 100 * 1024 * 1024,
+}
 # The alphabet of WhatsApp's phone pairing codes (no 0/O, 1/I look-alikes).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
@@ -204,7 +211,30 @@ class World:
 
     def send(self, conn_id: str, to: str, text: str, ref: str, now: float) -> sim.SendReply:
         conn = self._logged_in(conn_id, now)
-        chat = to_jid(to)
+        return self._deliver(conn, to_jid(to), ref, now)
+
+    def send_media(self, req: sim.SendMediaRequest, now: float) -> sim.SendReply:
+        """A media message: delivered like a text, within WhatsApp's size limits."""
+        conn = self._logged_in(req.conn_id, now)
+        limit = MEDIA_LIMITS[req.kind]
+        if req.size > limit:
+            raise ContractError(
+                sim.MEDIA_TOO_LARGE,
+                f"WhatsApp refuses {req.kind} files over {limit:,} bytes; this one is {req.size:,} bytes",
+            )
+        if req.size == 0:
+            raise invalid("size: an empty file cannot be sent")
+        if req.kind == "audio" and req.caption is not None:
+            raise invalid("caption: audio messages have no caption")
+        reply = self._deliver(conn, to_jid(req.to), req.ref, now)
+        counters = self.sessions[conn.session_id].counters
+        counters.media[req.kind] = counters.media.get(req.kind, 0) + 1
+        counters.media_bytes += req.size
+        counters.media_sha256[req.ref] = req.sha256
+        return reply
+
+    def _deliver(self, conn: Connection, chat: str, ref: str, now: float) -> sim.SendReply:
+        """Count a message (text or media) and schedule its receipts."""
         if chat.split("@")[0].startswith(NOT_ON_WHATSAPP_PREFIX):
             raise ContractError(sim.NOT_ON_WHATSAPP, f"{chat} is not on WhatsApp")
         session = self.sessions[conn.session_id]
@@ -352,7 +382,10 @@ class World:
         return sim.SimStats(
             sessions={
                 s.session_id: msgspec.structs.replace(
-                    s.counters, received=dict(s.counters.received) if refs else {}
+                    s.counters,
+                    received=dict(s.counters.received) if refs else {},
+                    media=dict(s.counters.media),
+                    media_sha256=dict(s.counters.media_sha256) if refs else {},
                 )
                 for s in chosen
             },
@@ -364,6 +397,7 @@ class World:
                 connects=sum(c.connects for c in every),
                 inbound=sum(c.inbound for c in every),
                 presences=sum(c.presences for c in every),
+                media=sum(sum(c.media.values()) for c in every),
             ),
         )
 

@@ -6,6 +6,7 @@ Exit status: 0 done, 1 an error reply or a failed outcome (pairing stopped, send
 """
 
 import asyncio
+import base64
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -61,6 +62,7 @@ from contracts.subjects import Subjects, token
 from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN, TERMINAL_OUTBOUND_STATES
 from services.common.bus import request
 from services.common.config import Settings
+from services.common.media import MediaLimits, check_send, size_text
 from services.wactl import render
 
 T = TypeVar("T")
@@ -516,7 +518,17 @@ def send(
     ctx: typer.Context,
     sid: Sid,
     to: Annotated[str, typer.Argument(help="digits of an E.164 number, or a full JID")],
-    text: Annotated[str, typer.Argument(help="message text")],
+    text: Annotated[
+        str | None, typer.Argument(help="message text; with a file, its caption (optional)")
+    ] = None,
+    image: Annotated[str | None, typer.Option("--image", metavar="PATH|URL", help="send an image: a local file or an http(s) URL")] = None,
+    document: Annotated[str | None, typer.Option("--document", metavar="PATH|URL", help="send a document (file or URL)")] = None,
+    audio: Annotated[str | None, typer.Option("--audio", metavar="PATH|URL", help="send an audio file (file or URL; no caption)")] = None,
+    video: Annotated[str | None, typer.Option("--video", metavar="PATH|URL", help="send a video (file or URL)")] = None,
+    filename: Annotated[
+        str | None, typer.Option(help="file name shown for a document (default: the file's own)")
+    ] = None,
+    mime: Annotated[str | None, typer.Option(help="MIME type of the file (default: guessed)")] = None,
     send_id: Annotated[str | None, typer.Option("--id", help="idempotency key (default: a new uuid)")] = None,
     send_at: Annotated[str | None, typer.Option(help="send no earlier than this RFC 3339 time")] = None,
     expires_at: Annotated[str | None, typer.Option(help="give up after this RFC 3339 time")] = None,
@@ -526,10 +538,22 @@ def send(
     timeout: Annotated[float, typer.Option(help="seconds --wait waits for a final state")] = 60.0,
     as_json: Json = False,
 ) -> None:
-    """Send a text message (queued durably; sent to WhatsApp at most once per id)."""
+    """Send a text message, or a file with an optional caption (queued durably; sent to
+    WhatsApp at most once per id). A local file goes inline (up to WA_MEDIA_INLINE_MAX,
+    700 KiB by default); put larger ones at a URL the gateway can reach."""
+    sources = given(image=image, document=document, audio=audio, video=video)
+    if len(sources) > 1:
+        fail("give at most one of --image, --document, --audio, --video")
+    if not sources and (filename is not None or mime is not None):
+        fail("--filename and --mime go with --image, --document, --audio or --video")
     raw = given(id=send_id or str(uuid.uuid4()), to=to, text=text, send_at=send_at, expires_at=expires_at)
+    settings: Settings = ctx.obj.settings
+    if sources:
+        ((kind, source),) = sources.items()
+        raw["media"] = media_body(kind, source, filename, mime, settings)
     try:  # checked here as the server would, with the same messages, before anything is sent
         message = decode(render.to_json(raw).encode(), SendText)
+        check_send(message, MediaLimits.from_settings(settings))
     except ContractError as exc:
         fail(f"error {exc.code}: {exc.message}")
 
@@ -545,6 +569,30 @@ def send(
         return await follow_send(gateway, feed, sid, accepted, timeout, as_json)
 
     with_nats(ctx, command)
+
+
+def media_body(kind: str, source: str, filename: str | None, mime: str | None, settings: Settings) -> dict[str, Any]:
+    """The `media` object of a send: a URL as it is, a local file inline (base64) if it fits."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source):
+        return given(kind=kind, url=source, filename=filename, mime=mime)
+    path = Path(source).expanduser()
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            fail(f"--{kind}: {source} is not a file")
+        limit = settings.media_inline_max
+        if size > limit:
+            fail(
+                f"--{kind}: {source} is {size_text(size)}; at most {size_text(limit)} can be sent "
+                "from a file (it travels inline, inside NATS messages). Put it at an http(s) URL "
+                f"the gateway can reach and pass --{kind} URL instead."
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"--{kind}: cannot read {source}: {exc.strerror or exc}")
+    if kind == "document" and filename is None:
+        filename = path.name
+    return given(kind=kind, base64=base64.b64encode(data).decode(), filename=filename, mime=mime)
 
 
 async def follow_send(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
@@ -77,6 +77,17 @@ Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
+class OutgoingMedia:
+    """A file ready to send: fetched or decoded, its type settled (session_actor/media.py)."""
+
+    kind: str  # "image" | "document" | "audio" | "video"
+    data: bytes = field(repr=False)
+    mime: str
+    filename: str | None = None
+    caption: str | None = None  # never for audio (WhatsApp's audio messages have none)
+
+
+@dataclass(frozen=True)
 class SendResult:
     message_id: str
     timestamp: datetime
@@ -134,6 +145,11 @@ class WhatsAppClient(abc.ABC):
 
         Raises SendError.
         """
+
+    @abc.abstractmethod
+    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
+        """Send an image, document, audio or video (uploaded first where WhatsApp needs it);
+        `ref` as for send_text. Raises SendError."""
 
     @abc.abstractmethod
     async def show_typing(self, to_jid: str) -> None:

@@ -37,6 +37,7 @@ import re
 import resource
 import sys
 import threading
+import time
 import urllib.request
 from collections import deque
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from services.session_actor.adapters.base import (
     Emit,
     InboundMessage,
     OfflineSyncCompleted,
+    OutgoingMedia,
     Receipt,
     SendError,
     SendResult,
@@ -116,6 +118,9 @@ TEMP_BAN_CODES = {
     "BROADCAST_LIST": 106,
 }
 RECEIPT_KINDS = {"DELIVERED": "delivered", "READ": "read", "PLAYED": "played"}
+# Media kinds: neonize's MediaType values (what goneonize's Upload takes) and Message fields.
+MEDIA_TYPES = {"image": 0, "video": 1, "audio": 2, "document": 3}
+MEDIA_FIELDS = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage", "document": "documentMessage"}
 
 # Recipients we accept, by server (user part pattern).
 RECIPIENT_PATTERNS = {
@@ -587,18 +592,41 @@ class NeonizeClient(WhatsAppClient):
         return result.Code
 
     async def send_text(self, to_jid: str, text: str, ref: str) -> SendResult:
+        incarnation, recipient = await self._sendable(to_jid)
+        # `ref` stays ours: neonize cannot set custom message ids, WhatsApp assigns one.
+        # A plain Message: neonize's str path would parse mentions and look up groups first.
+        return await self._send_message(incarnation, recipient, self._lib.message_type(conversation=text))
+
+    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
+        incarnation, recipient = await self._sendable(to_jid)
+        # whatsmeow encrypts the file with a fresh media key and uploads it to WhatsApp's
+        # media servers; the message then carries the key, hashes and path. neonize's own
+        # build_*_message helpers are not used: they sniff with libmagic and run ffmpeg/PIL
+        # for thumbnails and durations (optional fields, left out here).
+        raw = await self._factory.guard.read(
+            self._lib.gocode.Upload, incarnation.uuid, media.data, len(media.data), MEDIA_TYPES[media.kind]
+        )
+        result = self._lib.pb.UploadReturnFunction.FromString(raw)
+        if result.Error:
+            raise _upload_error(result.Error)
+        message = build_media_message(self._lib.message_type, media, result.UploadResponse, int(time.time()))
+        return await self._send_message(incarnation, recipient, message)
+
+    async def _sendable(self, to_jid: str) -> tuple[_Incarnation, Any]:
+        """The live incarnation and the recipient's JID, or SendError."""
         incarnation = self._current
         if incarnation is None or not self._connected:
             raise SendError("not_connected", "the session is not connected")
         recipient = self._recipient(to_jid)
         if recipient.Server == "s.whatsapp.net":
             await self._ensure_on_whatsapp(incarnation, to_jid, recipient.User)
-        # `ref` stays ours: neonize cannot set custom message ids, WhatsApp assigns one.
-        # A plain Message: neonize's str path would parse mentions and look up groups first.
+        return incarnation, recipient
+
+    async def _send_message(self, incarnation: _Incarnation, recipient: Any, message: Any) -> SendResult:
         target = recipient.SerializeToString()
-        message = self._lib.message_type(conversation=text).SerializeToString()
+        payload = message.SerializeToString()
         raw = await self._factory.guard.read(
-            self._lib.gocode.SendMessage, incarnation.uuid, target, len(target), message, len(message)
+            self._lib.gocode.SendMessage, incarnation.uuid, target, len(target), payload, len(payload)
         )
         result = self._lib.pb.SendMessageReturnFunction.FromString(raw)
         if result.Error:
@@ -836,6 +864,44 @@ def _send_error(text: str) -> SendError:
     if "unknown server" in lowered or "invalid jid" in lowered:
         return SendError("invalid_recipient", text, permanent=True)
     return SendError("send_failed", text)
+
+
+def _upload_error(text: str) -> SendError:
+    """An upload that failed never reached a recipient: permanent only when the session
+    itself cannot send; otherwise (offline, media servers busy) retried."""
+    error = _send_error(text)
+    if error.permanent:
+        return error
+    return SendError("media_upload_failed", f"uploading the file to WhatsApp failed: {text}")
+
+
+def build_media_message(message_type: type, media: OutgoingMedia, upload: Any, now: int) -> Any:
+    """The waE2E Message for an uploaded file (`upload`: neonize's UploadResponse), as in
+    whatsmeow's documented example: URL, direct path, media key, both hashes, length, type."""
+    message = message_type()
+    part = getattr(message, MEDIA_FIELDS[media.kind])
+    if media.kind == "document" and media.caption:
+        # How WhatsApp's own clients send a captioned document (a plain documentMessage's
+        # caption is not shown everywhere).
+        message.documentWithCaptionMessage.message.documentMessage.SetInParent()
+        part = message.documentWithCaptionMessage.message.documentMessage
+    part.URL = upload.url
+    part.directPath = upload.DirectPath
+    part.mediaKey = upload.MediaKey
+    part.fileEncSHA256 = upload.FileEncSHA256
+    part.fileSHA256 = upload.FileSHA256
+    part.fileLength = upload.FileLength
+    part.mediaKeyTimestamp = now
+    part.mimetype = media.mime
+    if media.kind == "audio":
+        part.PTT = False  # a voice note needs Ogg/Opus and a waveform: sent as an audio file
+    elif media.caption:
+        part.caption = media.caption
+    if media.kind == "document":
+        name = media.filename or "document"
+        part.fileName = name
+        part.title = name
+    return message
 
 
 def _epoch_datetime(value: int) -> datetime:

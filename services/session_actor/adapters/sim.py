@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import sqlite3
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from services.session_actor.adapters.base import (
     Emit,
     InboundMessage,
     OfflineSyncCompleted,
+    OutgoingMedia,
     Receipt,
     SendError,
     SendResult,
@@ -58,9 +60,13 @@ REQUEST_TIMEOUT = 5.0
 # from stalling the actor.
 ACK_TIMEOUT = 1.0
 # Send errors that no retry can fix.
-PERMANENT_SEND_ERRORS = frozenset({sim.NOT_ON_WHATSAPP, "invalid_request"})
+PERMANENT_SEND_ERRORS = frozenset({sim.NOT_ON_WHATSAPP, sim.MEDIA_TOO_LARGE, "invalid_request"})
 
 _frames = msgspec.json.Decoder(sim.AnyFrame)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class SimStore:
@@ -209,9 +215,29 @@ class SimClient(WhatsAppClient):
         conn = self._open_connection()
         if conn is None:
             raise SendError(sim.NOT_CONNECTED, "not connected to WhatsApp")
-        body = sim.SendRequest(conn.conn_id, to_jid, text, ref)
+        return await self._send("send", sim.SendRequest(conn.conn_id, to_jid, text, ref))
+
+    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
+        conn = self._open_connection()
+        if conn is None:
+            raise SendError(sim.NOT_CONNECTED, "not connected to WhatsApp")
+        # What a real client sends after uploading: the file's description, not the file.
+        body = sim.SendMediaRequest(
+            conn_id=conn.conn_id,
+            to=to_jid,
+            ref=ref,
+            kind=media.kind,  # type: ignore[arg-type]
+            mime=media.mime,
+            size=len(media.data),
+            sha256=await asyncio.to_thread(_sha256, media.data) if len(media.data) > 1 << 20 else _sha256(media.data),
+            filename=media.filename,
+            caption=media.caption,
+        )
+        return await self._send("send_media", body)
+
+    async def _send(self, op: str, body: msgspec.Struct) -> SendResult:
         try:
-            data = await self._factory.call("send", body, SEND_TIMEOUT)
+            data = await self._factory.call(op, body, SEND_TIMEOUT)
         except nats.errors.TimeoutError:
             raise SendError(
                 "timeout", "no answer from WhatsApp: the message may have gone out", ambiguous=True
