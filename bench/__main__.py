@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import typer
 
@@ -17,10 +19,55 @@ def send(sessions: int = 20, messages: int = 3000, in_flight: int = 64) -> None:
     asyncio.run(bench_send.run(sessions, messages, in_flight))
 
 
+@app.command()
+def failover(
+    sessions: int = 1000, nodes: int = 3, small: int = 100, window: float = 30.0, pair_concurrency: int = 64
+) -> None:
+    """Crash failover, graceful handoff, cold restore, lease/heartbeat write rates (issue #3)."""
+    from bench import failover as bench_failover
+
+    asyncio.run(bench_failover.run(sessions, nodes, small, window, pair_concurrency))
+
+
+@app.command()
+def vault(saves: int = 200, sessions: int = 20) -> None:
+    """Credential vault per session: snapshot, seal, fenced write, restore (neonize and sim stores)."""
+    from bench import vault as bench_vault
+
+    asyncio.run(bench_vault.run(saves, sessions))
+
+
+@app.command()
+def pacing(sessions: int = 4, sends: int = 25) -> None:
+    """Default pacing at WhatsApp: never faster than the bucket, gaps with the configured jitter."""
+    from bench import pacing as bench_pacing
+
+    asyncio.run(bench_pacing.run(sessions, sends))
+
+
+@app.command(name="neonize-idle")
+def neonize_idle(clients: int = 200) -> None:
+    """Memory and threads per idle neonize client, many clients in one process (own process)."""
+    # neonize sizes its executor and logging at import: it gets a fresh interpreter.
+    subprocess.run([sys.executable, "-m", "bench.neonize_idle", "--clients", str(clients)], check=True)
+
+
+@app.command(name="chaos")
+def chaos_run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_every: float = 5.0) -> None:
+    """Sends while nodes are killed (SIGKILL) and restarted; checks every send's outcome."""
+    from bench import chaos as bench_chaos
+
+    asyncio.run(bench_chaos.run(sessions, sends, nodes, kill_every))
+
+
 @app.command(name="all")
 def run_all() -> None:
     """Every benchmark with its default parameters."""
     send()
+    pacing()
+    failover()
+    vault()
+    neonize_idle()
 
 
 if __name__ == "__main__":

@@ -99,7 +99,8 @@ class PresenceRequest(msgspec.Struct):
 
 
 class AckRequest(msgspec.Struct):
-    """Inbound messages the client has safely handed on; the server stops redelivering them."""
+    """Inbound messages and receipts (by `receipt_id`) the client has safely handed on; the
+    server stops redelivering them."""
 
     conn_id: ConnId
     message_ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=1000)]
@@ -190,6 +191,9 @@ class ReceiptFrame(Frame, tag="receipt"):
     kind: Literal["delivered", "read"]
     message_ids: list[str]
     chat: str
+    # Like WhatsApp's receipt stanzas, a receipt comes again on every connect until the
+    # client acks it (`ack` with this id): one lost with a dead connection is not lost.
+    receipt_id: str
 
 
 class OfflineSyncCompletedFrame(Frame, tag="offline_sync_completed"):

@@ -208,3 +208,19 @@ async def test_a_send_an_earlier_owner_may_have_sent_is_not_sent_again_unless_th
     assert sent["message_id"]
     received = (await call_ok(nc, s.sim_stats, {"session_id": "amb"}))["sessions"]["amb"]["received"]
     assert "maybe" not in received and received["again"] == 1
+
+
+async def test_receipts_for_a_dead_owner_reach_the_next_one(stack, nc, tmp_path, infra) -> None:
+    # The phone reads 2 s after delivery; the owner is killed in between. Like WhatsApp, the
+    # simulator redelivers a receipt nobody acked, and the next owner maps it to its send.
+    settings = make_settings(infra, tmp_path, pacing_enabled=False, sim_read_after=2.0)
+    stack.settings = settings
+    tap = await start(stack, nc, settings, ["rcpt"])
+    await send(nc, settings, "rcpt", "r1")
+    await tap.wait_for("rcpt", "outbound", lambda e: e["id"] == "r1" and e["state"] == "delivered", 15)
+    stack.kill("persistence")  # the next owner must not need history to know its sends
+    stack.kill("node1")
+    stack.start("session-actor", "node2")
+    read = await terminal(tap, "rcpt", "r1", timeout=60)
+    assert read["state"] == "read"
+    assert states(tap, "rcpt", "r1") == ["queued", "sent", "delivered", "read"]

@@ -53,3 +53,11 @@ async def test_ids_are_free_text(nc, settings) -> None:
     for weird in ("a b/c*>", "ü" * 128, "$KV.x"):
         assert await sends.accept("alice", weird, utcnow()) is None
         assert (await sends.get("alice", weird))[0].id == weird
+
+
+async def test_whatsapp_message_ids_lead_back_to_their_send(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    await sends.note_message("alice", "3EB0ABC", "order 7/b")
+    assert await sends.send_id_of("alice", "3EB0ABC") == "order 7/b"
+    assert await sends.send_id_of("bob", "3EB0ABC") is None  # per session
+    assert await sends.send_id_of("alice", "3EB0XYZ") is None

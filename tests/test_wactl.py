@@ -403,3 +403,46 @@ async def test_send_wait_follows_the_send_until_read(settings, nc, stack) -> Non
     stats = json.loads(ok(await wactl(settings, "sim", "stats", "--session", "ann", "--json")))
     assert stats["sessions"]["ann"]["received"] == {"order-1": 1}
     await tap.stop()
+
+
+async def test_policy_queue_and_dead_letters(settings, nc, stack) -> None:
+    for service in ("wa-sim", "session-actor", "outbound-queue"):
+        stack.start(service)
+    s = settings.subjects
+    await answering(nc, s.session_list, s.sim_stats, s.dlq("list"))
+    tap = await EventTap(nc, settings).start()
+    await pair(nc, settings, tap, "ops")
+
+    shown = ok(
+        await wactl(
+            settings, "session", "policy", "ops", "--set", '{"pacing": {"per_minute": 1, "burst": 1}}'
+        )
+    )
+    assert re.search(r"^pacing +1/min, burst 1$", shown, re.M)
+    bad = await wactl(settings, "session", "policy", "ops", "--set", '{"pacing": {"per_minute": -1}}')
+    assert bad.code == 1 and "per_minute" in bad.err
+    # One send goes at once (burst 1), the next waits a minute in the queue.
+    for n in (1, 2):
+        ok(await wactl(settings, "send", "ops", "15550001111", f"m{n}", "--id", f"m{n}"))
+    await tap.wait_for("ops", "outbound", lambda e: e["id"] == "m1" and e["state"] == "sent", 15)
+    stats = ok(await wactl(settings, "queue", "stats", "ops"))
+    assert re.search(r"^queued +1$", stats, re.M) and re.search(r"^oldest +\d+\.\d s$", stats, re.M)
+    assert "deployment defaults" in ok(await wactl(settings, "session", "policy", "ops", "--reset"))
+    await tap.wait_for("ops", "outbound", lambda e: e["id"] == "m2" and e["state"] == "sent", 15)
+
+    # Every attempt fails at WhatsApp's servers: retried, then dead-lettered.
+    await call_ok(nc, s.sim("ops", "faults"), {"send_errors": settings.send_max_attempts})
+    ok(await wactl(settings, "send", "ops", "15550001111", "doomed", "--id", "doomed"))
+    await tap.wait_for("ops", "outbound", lambda e: e["id"] == "doomed" and e["state"] == "failed", 45)
+    listed = ok(await wactl(settings, "dlq", "list", "--session", "ops"))
+    row = next(line for line in listed.splitlines() if " doomed " in line)
+    assert " ops " in row and f" {settings.send_max_attempts} " in row
+    seq = row.split()[0]
+    retried = ok(await wactl(settings, "dlq", "retry", seq))
+    assert re.search(rf"^{seq} +doomed +doomed~r{seq}$", retried, re.M)
+    await tap.wait_for("ops", "outbound", lambda e: e["id"] == f"doomed~r{seq}" and e["state"] == "sent", 30)
+    assert ok(await wactl(settings, "dlq", "list")).strip() == "no dead letters"
+    usage = await wactl(settings, "dlq", "purge")
+    assert usage.code == 1 and "exactly one of SEQ, --session or --all" in usage.err
+    assert ok(await wactl(settings, "dlq", "purge", "--all")).strip() == "purged 0"
+    await tap.stop()

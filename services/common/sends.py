@@ -11,6 +11,10 @@ move a send from `accepted` to `sending`, whatever copies of it the queue delive
 found in `sending` means an earlier attempt may have reached WhatsApp: it is never sent
 again blindly. Records expire with the bucket's TTL (`outbound_retention_days`); MongoDB
 keeps the lifecycle for history (persistence).
+
+A sent message also gets `<sid>.m.<hash of WhatsApp's message id>` -> send id, written
+before its `sent` event, so whichever actor owns the session when a receipt comes (perhaps
+long after the sender died) finds the send without waiting for persistence to catch up.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ def id_token(send_id: str) -> str:
 
 def send_key(sid: str, send_id: str) -> str:
     return f"{sid}.{id_token(send_id)}"
+
+
+def message_key(sid: str, message_id: str) -> str:
+    return f"{sid}.m.{id_token(message_id)}"
 
 
 class SendJournal:
@@ -109,6 +117,17 @@ class SendJournal:
     async def forget(self, sid: str, send_id: str) -> None:
         """Drop the record of a request that was not accepted after all."""
         await self._kv.delete(send_key(sid, send_id))
+
+    async def note_message(self, sid: str, message_id: str, send_id: str) -> None:
+        await self._kv.put(message_key(sid, message_id), send_id.encode())
+
+    async def send_id_of(self, sid: str, message_id: str) -> str | None:
+        """The send that became WhatsApp's message `message_id` (for its receipts)."""
+        try:
+            entry = await self._kv.get(message_key(sid, message_id))
+        except KeyNotFoundError:
+            return None
+        return entry.value.decode() if entry.value else None
 
     async def settle(self, sid: str, record: SendRecord) -> None:
         """Write the outcome (or hand a send that surely did not go out back to `accepted`)."""

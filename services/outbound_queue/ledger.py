@@ -59,6 +59,7 @@ class Ledger:
         )
 
     async def sent(self, sid: str, record: SendRecord, message_id: str) -> None:
+        await self.journal.note_message(sid, message_id, record.id)
         await self.journal.settle(sid, msgspec.structs.replace(record, state="sent", message_id=message_id))
         await self.event(sid, record.id, "sent", message_id=message_id)
 

@@ -170,6 +170,8 @@ class SessionActor:
             await self._inbound(item)
         elif isinstance(item, Receipt):
             await self.sender.receipt(item)
+            if item.ack is not None:
+                await item.ack()
         elif isinstance(item, StoreChanged):
             self._schedule_snapshot(SNAPSHOT_DEBOUNCE)
         elif isinstance(item, Undecryptable | OfflineSyncCompleted):

@@ -371,10 +371,6 @@ class Node:
             if old.name != self.id:
                 shutil.rmtree(old, ignore_errors=True)
 
-    async def send_id_of(self, sid: str, message_id: str) -> str | None:
-        doc = await self.db["outbound"].find_one({"session_id": sid, "message_id": message_id}, {"id": 1})
-        return doc["id"] if doc else None
-
     async def answer(self, msg: Any, produce: Callable[[], Awaitable[Any]]) -> None:
         """Reply to a request with the v1 envelope, whatever happens."""
         try:

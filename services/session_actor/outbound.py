@@ -93,8 +93,26 @@ class SendExecutor:
         with contextlib.suppress(NotFoundError):
             await node.js.delete_consumer(node.subjects.outbound_stream, consumer_name(self.actor.sid))
 
+    async def _take_over(self) -> None:
+        """Drop the consumer if a previous owner died holding a send.
+
+        JetStream would hold that send back for ACK_WAIT, and every later one behind it. The
+        outbound stream is a work queue (a send is removed once acked), so a fresh consumer
+        starts at exactly the oldest unfinished send; the journal's claim settles whatever the
+        dead owner had begun.
+        """
+        node, name = self.actor.node, consumer_name(self.actor.sid)
+        try:
+            info = await node.js.consumer_info(node.subjects.outbound_stream, name)
+        except NotFoundError:
+            return
+        if info.num_ack_pending:
+            with contextlib.suppress(NotFoundError):
+                await node.js.delete_consumer(node.subjects.outbound_stream, name)
+
     async def _run(self) -> None:
         node, sid = self.actor.node, self.actor.sid
+        await self._take_over()
         psub = await node.js.pull_subscribe(
             node.subjects.outbound(sid),
             durable=consumer_name(sid),
@@ -253,7 +271,7 @@ class SendExecutor:
             return
         ledger, sid = self.actor.node.ledger, self.actor.sid
         for message_id in receipt.message_ids:
-            send_id = self._by_message.get(message_id) or await self.actor.node.send_id_of(sid, message_id)
+            send_id = self._by_message.get(message_id) or await ledger.journal.send_id_of(sid, message_id)
             if send_id is None:
                 continue
             # A read receipt implies delivery; the event ids make repeats harmless.

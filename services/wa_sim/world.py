@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from itertools import count
+from typing import Literal
 
 import msgspec
 
@@ -114,7 +115,8 @@ class Session:
     pairing_conn_id: str | None = None  # the connection showing the current pairing code
     # Inbound messages not yet acked, in arrival order: redelivered on every connect.
     inbox: dict[str, sim.MessageFrame] = field(default_factory=dict)
-    undelivered_receipts: list[sim.ReceiptFrame] = field(default_factory=list)
+    # Receipts not yet acked, by receipt id: redelivered on every connect too.
+    receipts: dict[str, sim.ReceiptFrame] = field(default_factory=dict)
     sent: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message id -> chat
     counters: sim.SessionStats = field(default_factory=sim.SessionStats)
     failing_sends: int = 0  # injected server errors still to give (`faults`)
@@ -251,11 +253,11 @@ class World:
         session.sent[message_id] = chat
         if len(session.sent) > REMEMBERED_SENDS:
             session.sent.popitem(last=False)
-        receipt = sim.ReceiptFrame("delivered", [message_id], chat)
-        self._at(now + self.rules.receipt_delay, partial(self._receipt, session, receipt))
+        delivered = partial(self._receipt, session, "delivered", message_id, chat)
+        self._at(now + self.rules.receipt_delay, delivered)
         if self.rules.read_after > 0:
-            read = sim.ReceiptFrame("read", [message_id], chat)
-            self._at(now + self.rules.receipt_delay + self.rules.read_after, partial(self._receipt, session, read))
+            read = partial(self._receipt, session, "read", message_id, chat)
+            self._at(now + self.rules.receipt_delay + self.rules.read_after, read)
         self._count_traffic(conn)
         return sim.SendReply(message_id, _time(now))
 
@@ -266,9 +268,10 @@ class World:
     def ack(self, conn_id: str, message_ids: list[str], now: float) -> None:
         """Only a live connection can ack: an ack lost with its connection means redelivery."""
         session = self.sessions[self._logged_in(conn_id, now).session_id]
-        forgotten = [mid for mid in message_ids if session.inbox.pop(mid, None) is not None]
-        if forgotten:
-            self.revision += 1
+        for receipt_id in message_ids:
+            session.receipts.pop(receipt_id, None)
+        if [mid for mid in message_ids if session.inbox.pop(mid, None) is not None]:
+            self.revision += 1  # the inbox is durable, the receipts are not
 
     def keepalive(self, conn_ids: list[str], now: float) -> list[str]:
         """Refresh the given connections; returns those the server does not know (any more)."""
@@ -339,7 +342,7 @@ class World:
         chat = session.sent.get(message_id)
         if chat is None:
             raise not_found(f"session {session_id!r} sent no message {message_id!r} (or long ago)")
-        self._receipt(session, sim.ReceiptFrame("read", [message_id], chat), now)
+        self._receipt(session, "read", message_id, chat, now)
 
     def unlink(self, session_id: str, now: float) -> bool:
         session = self._known(session_id)
@@ -434,9 +437,8 @@ class World:
         session.device_id = device.device_id
         session.counters.connects += 1
         self._send(conn, sim.ConnectedFrame(device.jid))
-        for receipt in session.undelivered_receipts:
+        for receipt in session.receipts.values():
             self._send(conn, receipt)
-        session.undelivered_receipts.clear()
         for message in session.inbox.values():
             self._send(conn, message)
             self._count_traffic(conn)
@@ -452,7 +454,7 @@ class World:
         del self.devices[session.device_id]
         session.device_id = None
         session.inbox.clear()
-        session.undelivered_receipts.clear()
+        session.receipts.clear()
         self.revision += 1
         conn = self._live(session.conn_id, now)
         if conn is None:
@@ -461,13 +463,15 @@ class World:
         self._close(conn.conn_id)
         return True
 
-    def _receipt(self, session: Session, receipt: sim.ReceiptFrame, now: float) -> None:
+    def _receipt(
+        self, session: Session, kind: Literal["delivered", "read"], message_id: str, chat: str, now: float
+    ) -> None:
         if session.device_id is None:
             return  # the device that sent it is gone
+        receipt = sim.ReceiptFrame(kind, [message_id], chat, receipt_id=self._hex(8))
+        session.receipts[receipt.receipt_id] = receipt
         conn = self._live(session.conn_id, now)
-        if conn is None:
-            session.undelivered_receipts.append(receipt)
-        else:
+        if conn is not None:
             self._send(conn, receipt)
 
     def _count_traffic(self, conn: Connection) -> None:

@@ -36,6 +36,16 @@ from contracts.history import (
     StatusPage,
     StatusQuery,
 )
+from contracts.queue import (
+    DlqList,
+    DlqListRequest,
+    DlqPurged,
+    DlqRetried,
+    DlqSelect,
+    PolicyRequest,
+    QueueStats,
+    SendPolicy,
+)
 from contracts.sending import SendAccepted, SendText
 from contracts.sessions import (
     Empty,
@@ -358,7 +368,11 @@ session_app = typer.Typer(help="Sessions: create, pair, inspect, log out, delete
 history_app = typer.Typer(help="Stored history (persistence service).", no_args_is_help=True)
 sim_app = typer.Typer(help="Control the simulated WhatsApp (development and tests).", no_args_is_help=True)
 creds_app = typer.Typer(help="Stored WhatsApp credentials (MongoDB, WA_MONGO_URL).", no_args_is_help=True)
+queue_app = typer.Typer(help="Per-session send queues (outbound-queue service).", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: sends that failed for good.", no_args_is_help=True)
 app.add_typer(session_app, name="session")
+app.add_typer(queue_app, name="queue")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(history_app, name="history")
 app.add_typer(sim_app, name="sim")
 app.add_typer(creds_app, name="creds")
@@ -521,10 +535,20 @@ def send(
     text: Annotated[
         str | None, typer.Argument(help="message text; with a file, its caption (optional)")
     ] = None,
-    image: Annotated[str | None, typer.Option("--image", metavar="PATH|URL", help="send an image: a local file or an http(s) URL")] = None,
-    document: Annotated[str | None, typer.Option("--document", metavar="PATH|URL", help="send a document (file or URL)")] = None,
-    audio: Annotated[str | None, typer.Option("--audio", metavar="PATH|URL", help="send an audio file (file or URL; no caption)")] = None,
-    video: Annotated[str | None, typer.Option("--video", metavar="PATH|URL", help="send a video (file or URL)")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", metavar="PATH|URL", help="send an image: a local file or an http(s) URL"),
+    ] = None,
+    document: Annotated[
+        str | None, typer.Option("--document", metavar="PATH|URL", help="send a document (file or URL)")
+    ] = None,
+    audio: Annotated[
+        str | None,
+        typer.Option("--audio", metavar="PATH|URL", help="send an audio file (file or URL; no caption)"),
+    ] = None,
+    video: Annotated[
+        str | None, typer.Option("--video", metavar="PATH|URL", help="send a video (file or URL)")
+    ] = None,
     filename: Annotated[
         str | None, typer.Option(help="file name shown for a document (default: the file's own)")
     ] = None,
@@ -571,7 +595,9 @@ def send(
     with_nats(ctx, command)
 
 
-def media_body(kind: str, source: str, filename: str | None, mime: str | None, settings: Settings) -> dict[str, Any]:
+def media_body(
+    kind: str, source: str, filename: str | None, mime: str | None, settings: Settings
+) -> dict[str, Any]:
     """The `media` object of a send: a URL as it is, a local file inline (base64) if it fits."""
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source):
         return given(kind=kind, url=source, filename=filename, mime=mime)
@@ -743,6 +769,96 @@ def history_outbound(
         ask(ctx, subject, query, OutboundPage, show, as_json)
 
 
+@session_app.command("policy")
+def session_policy(
+    ctx: typer.Context,
+    sid: Sid,
+    set_json: Annotated[
+        str | None,
+        typer.Option(
+            "--set",
+            metavar="JSON",
+            help='replace the policy, e.g. \'{"pacing": {"per_minute": 6, "daily_cap": 500}}\'',
+        ),
+    ] = None,
+    reset: Annotated[bool, typer.Option("--reset", help="back to the deployment's defaults")] = False,
+    as_json: Json = False,
+) -> None:
+    """Show a session's send policy (pacing, typing, daily cap, ambiguous resends), or change it."""
+    if set_json is not None and reset:
+        fail("give at most one of --set and --reset")
+    body: dict[str, Any] = {}
+    if reset:
+        body["policy"] = {}
+    elif set_json is not None:
+        try:
+            body["policy"] = msgspec.json.decode(set_json)
+            decode(render.to_json(body).encode(), PolicyRequest)
+        except msgspec.DecodeError as exc:
+            fail(f"--set: not JSON: {exc}")
+        except ContractError as exc:
+            fail(f"--set: {exc.message}")
+    ask(ctx, subjects(ctx).session(sid, "policy"), body, SendPolicy, render.policy_detail, as_json)
+
+
+# --------------------------------------------------------------------- queue and dlq
+
+
+@queue_app.command("stats")
+def queue_stats(ctx: typer.Context, sid: Sid, as_json: Json = False) -> None:
+    """Sends waiting in a session's queue, scheduled sends, and the age of the oldest."""
+    ask(ctx, subjects(ctx).queue(sid, "stats"), Empty(), QueueStats, render.queue_stats, as_json)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    session: Annotated[str | None, typer.Option(callback=check_sid, help="only this session")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="at most this many")] = 100,
+    as_json: Json = False,
+) -> None:
+    """Dead letters, oldest first."""
+    query = DlqListRequest(session_id=session, limit=limit)
+    ask(ctx, subjects(ctx).dlq("list"), query, DlqList, lambda r: render.dlq_table(r.entries), as_json)
+
+
+def dlq_select(seq: int | None, session: str | None, every: bool) -> DlqSelect:
+    if (seq is not None) + (session is not None) + every != 1:
+        fail("give exactly one of SEQ, --session or --all")
+    return DlqSelect(seq=seq, session_id=session, all=every)
+
+
+DlqSeq = Annotated[int | None, typer.Argument(min=1, help="a dead letter's SEQ (see `wactl dlq list`)")]
+DlqSession = Annotated[str | None, typer.Option(callback=check_sid, help="every dead letter of this session")]
+DlqAll = Annotated[bool, typer.Option("--all", help="every dead letter")]
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    ctx: typer.Context,
+    seq: DlqSeq = None,
+    session: DlqSession = None,
+    every: DlqAll = False,
+    as_json: Json = False,
+) -> None:
+    """Queue dead letters again, each under a new id `<id>~r<seq>` (the original stays failed)."""
+    show: Callable[[DlqRetried], str] = lambda r: render.dlq_retried(r.retried)  # noqa: E731
+    ask(ctx, subjects(ctx).dlq("retry"), dlq_select(seq, session, every), DlqRetried, show, as_json)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ctx: typer.Context,
+    seq: DlqSeq = None,
+    session: DlqSession = None,
+    every: DlqAll = False,
+    as_json: Json = False,
+) -> None:
+    """Delete dead letters."""
+    show: Callable[[DlqPurged], str] = lambda r: f"purged {r.purged}"  # noqa: E731
+    ask(ctx, subjects(ctx).dlq("purge"), dlq_select(seq, session, every), DlqPurged, show, as_json)
+
+
 # ------------------------------------------------------------------------ simulator
 
 
@@ -839,7 +955,9 @@ async def rotate_key(settings: Settings) -> None:
     from services.session_actor.vault import CredentialVault, Keyring, VaultError
 
     try:
-        keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir)
+        keyring = Keyring.load(
+            settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir
+        )
     except (VaultError, ValueError) as exc:
         raise Failure(f"vault keys: {exc}") from None
     client, db = mongo.connect(settings, "wactl")
@@ -869,7 +987,9 @@ class Adapter(StrEnum):
 @app.command("import")
 def import_stores(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(exists=True, help="a store file, or a folder of *.db, *.sqlite, *.sqlite3")],
+    path: Annotated[
+        Path, typer.Argument(exists=True, help="a store file, or a folder of *.db, *.sqlite, *.sqlite3")
+    ],
     adapter: Annotated[
         Adapter | None, typer.Option(help="whose stores these are (default: WA_ADAPTER)")
     ] = None,
@@ -901,7 +1021,9 @@ async def import_from(gateway: Gateway, path: Path, device_table: str, label_fro
 
     settings = gateway.settings
     try:
-        keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir)
+        keyring = Keyring.load(
+            settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir
+        )
     except (VaultError, ValueError) as exc:
         raise Failure(f"vault keys: {exc}") from None
     js = gateway.nc.jetstream()
@@ -933,7 +1055,9 @@ async def import_from(gateway: Gateway, path: Path, device_table: str, label_fro
         message = str(exc).split(", Timeout:")[0]
         raise Failure(f"MongoDB at {redact(settings.mongo_url)}: {message}", EXIT_UNREACHABLE) from None
     except nats.errors.Error as exc:  # a store being registered resumes at the next import
-        raise Failure(f"NATS: {exc or type(exc).__name__}; import again in a minute to finish", EXIT_UNREACHABLE) from None
+        raise Failure(
+            f"NATS: {exc or type(exc).__name__}; import again in a minute to finish", EXIT_UNREACHABLE
+        ) from None
     finally:
         await client.close()
     imported = sum(o.imported for o in outcomes)

@@ -16,6 +16,7 @@ import segno
 
 from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.history import OutboundRecord, StatusRecord
+from contracts.queue import DlqEntry, QueueStats, SendPolicy
 from contracts.sessions import Session
 from contracts.sim import SimStats
 
@@ -200,6 +201,52 @@ def outbound_detail(r: OutboundRecord) -> str:
             ),
         ]
     return "\n".join(lines)
+
+
+def aligned(pairs: Sequence[tuple[str, Any]]) -> str:
+    width = max(len(key) for key, _ in pairs)
+    return "\n".join(f"{key:<{width}}  {clean(value)}" for key, value in pairs)
+
+
+def policy_detail(p: SendPolicy) -> str:
+    pacing = p.pacing
+    ambiguous = ("resend ambiguous", "yes" if p.resend_ambiguous else "no")
+    if pacing is None:
+        return aligned([("pacing", "deployment defaults"), ambiguous])
+    if not pacing.enabled:
+        return aligned([("pacing", "off"), ambiguous])
+    return aligned(
+        [
+            ("pacing", f"{pacing.per_minute:g}/min, burst {pacing.burst}"),
+            ("gap", f"{pacing.min_gap:g} s ± {pacing.jitter:g} s"),
+            ("daily cap", pacing.daily_cap if pacing.daily_cap is not None else "none"),
+            ("typing", f"{pacing.typing_seconds:g} s" if pacing.typing_seconds else "off"),
+            ambiguous,
+        ]
+    )
+
+
+def queue_stats(q: QueueStats) -> str:
+    age = "-" if q.oldest_age_s is None else f"{q.oldest_age_s:.1f} s"
+    return aligned([("queued", q.depth), ("scheduled", q.scheduled), ("oldest", age)])
+
+
+def dlq_table(entries: Sequence[DlqEntry]) -> str:
+    if not entries:
+        return "no dead letters"
+    return table(
+        ["SEQ", "FAILED", "SESSION", "ID", "TO", "ATTEMPTS", "ERROR"],
+        [
+            (e.seq, when(e.failed_at), e.session_id, e.id, e.to, e.attempts, error_text(e.error))
+            for e in entries
+        ],
+    )
+
+
+def dlq_retried(retried: Sequence[dict[str, str]]) -> str:
+    if not retried:
+        return "nothing to retry"
+    return table(["SEQ", "ID", "NEW ID"], [(r["seq"], r["id"], r["new_id"]) for r in retried])
 
 
 def more(next_cursor: str | None) -> str | None:

@@ -38,6 +38,9 @@ class Receipt:
     kind: str  # "delivered" | "read" | "played"
     message_ids: tuple[str, ...]
     chat: str
+    # Called once the receipt is recorded; WhatsApp redelivers unacked receipts. None where
+    # the library acks on its own (whatsmeow, after the event handler returned).
+    ack: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,9 @@ class SimClient(WhatsAppClient):
             kind=media.kind,  # type: ignore[arg-type]
             mime=media.mime,
             size=len(media.data),
-            sha256=await asyncio.to_thread(_sha256, media.data) if len(media.data) > 1 << 20 else _sha256(media.data),
+            sha256=await asyncio.to_thread(_sha256, media.data)
+            if len(media.data) > 1 << 20
+            else _sha256(media.data),
             filename=media.filename,
             caption=media.caption,
         )
@@ -319,13 +321,15 @@ class SimClient(WhatsAppClient):
                         ack=partial(self._ack, conn.conn_id, frame.message_id),
                     )
                 )
-            case sim.ReceiptFrame(kind=kind, message_ids=message_ids, chat=chat):
-                self._emit(Receipt(kind, tuple(message_ids), chat))
+            case sim.ReceiptFrame(kind=kind, message_ids=message_ids, chat=chat, receipt_id=receipt_id):
+                self._emit(
+                    Receipt(kind, tuple(message_ids), chat, ack=partial(self._ack, conn.conn_id, receipt_id))
+                )
             case sim.OfflineSyncCompletedFrame(count=count):
                 self._emit(OfflineSyncCompleted(count))
 
     async def _ack(self, conn_id: str, message_id: str) -> None:
-        """Best effort: an ack lost with its connection only means the message comes again."""
+        """Best effort: an ack lost with its connection only means the frame comes again."""
         with contextlib.suppress(nats.errors.Error, ContractError):
             await self._factory.call("ack", sim.AckRequest(conn_id, [message_id]), ACK_TIMEOUT)
 
