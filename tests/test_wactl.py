@@ -427,7 +427,8 @@ async def test_policy_queue_and_dead_letters(settings, nc, stack) -> None:
     await tap.wait_for("ops", "outbound", lambda e: e["id"] == "m1" and e["state"] == "sent", 15)
     stats = ok(await wactl(settings, "queue", "stats", "ops"))
     assert re.search(r"^queued +1$", stats, re.M) and re.search(r"^oldest +\d+\.\d s$", stats, re.M)
-    assert "deployment defaults" in ok(await wactl(settings, "session", "policy", "ops", "--reset"))
+    reset = ok(await wactl(settings, "session", "policy", "ops", "--reset"))  # the one in force now
+    assert re.search(rf"^pacing +{settings.pacing_per_minute:g}/min, burst {settings.pacing_burst}$", reset, re.M)
     await tap.wait_for("ops", "outbound", lambda e: e["id"] == "m2" and e["state"] == "sent", 15)
 
     # Every attempt fails at WhatsApp's servers: retried, then dead-lettered.

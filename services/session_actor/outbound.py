@@ -66,11 +66,13 @@ class SendExecutor:
         self._task: asyncio.Task[None] | None = None
         self._current: Any = None
         self._by_message: OrderedDict[str, str] = OrderedDict()
+        self._policy_changed = asyncio.Event()
 
     def apply(self, policy: SendPolicy) -> None:
-        """A new policy for this session; the pacing state starts over with it."""
+        """A new policy for this session; the pacing state starts over with it, at once."""
         self.policy = policy
         self.pacer = Pacer(policy.pacing or self.actor.node.default_pacing, random.Random())
+        self._policy_changed.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"sender-{self.actor.sid}")
@@ -184,7 +186,12 @@ class SendExecutor:
             wait = self.pacer.delay(time.monotonic(), now.date(), (midnight - now).total_seconds())
             if wait <= 0:
                 return
-            await self._holding(msg, asyncio.sleep(wait))
+            self._policy_changed.clear()
+            await self._holding(msg, self._sleep_unless_policy_changes(wait))
+
+    async def _sleep_unless_policy_changes(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._policy_changed.wait(), seconds)
 
     async def _claim(self, item: QueuedSend) -> SendRecord | None:
         """Make this send ours (`sending`), or settle a copy that is already past that."""
