@@ -42,6 +42,24 @@ def test_defaults_never_exceed_the_bucket_and_keep_jittered_gaps() -> None:
     assert statistics.pstdev(gaps) > 0.2
 
 
+def test_an_idle_session_earns_its_burst_and_no_more() -> None:
+    policy = PacingPolicy()  # 10/min, burst 5, gap 2 s ± 1 s
+    pacer = Pacer(policy, random.Random(3), started=0.0)
+    now = 0.0
+    assert pacer.delay(now, DAY, 1e9) == 0.0  # one token from the start
+    now = 600.0  # ten idle minutes: the bucket is full, not fuller
+    times = []
+    for _ in range(8):
+        now += pacer.delay(now, DAY, 1e9)
+        pacer.sent(now)
+        times.append(now)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(
+        policy.min_gap - policy.jitter - 1e-9 <= g <= policy.min_gap + policy.jitter + 1e-9 for g in gaps[:4]
+    )
+    assert gaps[-1] >= 60 / policy.per_minute - 1e-9  # then the bucket sets the pace
+
+
 def test_fast_policy_is_paced_by_the_gap_alone() -> None:
     times = simulate(PacingPolicy(per_minute=6000, burst=100, min_gap=0.2, jitter=0.1), 50)
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -64,7 +82,13 @@ def test_daily_cap_waits_for_the_next_day() -> None:
 def test_policy_validation() -> None:
     import msgspec
 
-    for bad in (b'{"per_minute": 0}', b'{"burst": 0}', b'{"min_gap": 1, "jitter": 2}', b'{"daily_cap": 0}', b'{"nope": 1}'):
+    for bad in (
+        b'{"per_minute": 0}',
+        b'{"burst": 0}',
+        b'{"min_gap": 1, "jitter": 2}',
+        b'{"daily_cap": 0}',
+        b'{"nope": 1}',
+    ):
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(bad, type=PacingPolicy)
 

@@ -53,9 +53,14 @@ class Pacer:
     day: date | None = None
     sent_today: int = 0
 
+    started: float | None = None  # when the session came here: the bucket fills from then
+
     def __post_init__(self) -> None:
         # One token at first: a session that just moved here may have sent a moment ago.
-        self.bucket = TokenBucket(self.policy.per_minute / 60.0, float(self.policy.burst), tokens=1.0)
+        # It refills while the session is idle, so a burst is earned, not granted.
+        self.bucket = TokenBucket(
+            self.policy.per_minute / 60.0, float(self.policy.burst), tokens=1.0, updated=self.started
+        )
 
     def delay(self, now: float, today: date, seconds_to_midnight: float) -> float:
         """Seconds to wait before the next send (0: now); call `sent` once it has left."""

@@ -62,7 +62,7 @@ class SendExecutor:
     def __init__(self, actor: SessionActor) -> None:
         self.actor = actor
         self.policy = SendPolicy()
-        self.pacer = Pacer(actor.node.default_pacing, random.Random())
+        self.pacer = Pacer(actor.node.default_pacing, random.Random(), started=time.monotonic())
         self._task: asyncio.Task[None] | None = None
         self._current: Any = None
         self._by_message: OrderedDict[str, str] = OrderedDict()
@@ -71,7 +71,9 @@ class SendExecutor:
     def apply(self, policy: SendPolicy) -> None:
         """A new policy for this session; the pacing state starts over with it, at once."""
         self.policy = policy
-        self.pacer = Pacer(policy.pacing or self.actor.node.default_pacing, random.Random())
+        self.pacer = Pacer(
+            policy.pacing or self.actor.node.default_pacing, random.Random(), started=time.monotonic()
+        )
         self._policy_changed.set()
 
     def start(self) -> None:
@@ -199,11 +201,15 @@ class SendExecutor:
         ledger = node.ledger
         claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id)
         if not claimed and record.state == "sending" and self.policy.resend_ambiguous:
-            claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id, from_state="sending")
+            claimed, record = await ledger.journal.claim(
+                sid, item.id, self.actor.token, node.id, from_state="sending"
+            )
         if claimed:
             return record
         if record.state == "sending":
-            error = ErrorBody(code="ambiguous", message="an earlier attempt may have reached WhatsApp; not sent again")
+            error = ErrorBody(
+                code="ambiguous", message="an earlier attempt may have reached WhatsApp; not sent again"
+            )
             await ledger.fail(sid, record, error, dead_letter=item, node=node.id)
         else:
             await ledger.repeat(sid, record)
@@ -238,7 +244,9 @@ class SendExecutor:
         node, sid = self.actor.node, self.actor.sid
         error = ErrorBody(code=exc.code, message=exc.message)
         if exc.ambiguous:
-            await node.ledger.fail(sid, record, ErrorBody(code="ambiguous", message=exc.message), item, node.id)
+            await node.ledger.fail(
+                sid, record, ErrorBody(code="ambiguous", message=exc.message), item, node.id
+            )
             await msg.ack()
             return
         if exc.permanent:
@@ -255,7 +263,9 @@ class SendExecutor:
             return
         await node.ledger.release(sid, record, attempts)
         delay = node.retry_policy.delay(attempts, random.Random()) if counted else NOT_CONNECTED_RETRY
-        log.info("send failed, retrying", session=sid, id=item.id, error=str(exc), attempt=attempts, delay=delay)
+        log.info(
+            "send failed, retrying", session=sid, id=item.id, error=str(exc), attempt=attempts, delay=delay
+        )
         await msg.nak(delay=delay)
 
     async def _holding(self, msg: Any, waiting: Any) -> None:
