@@ -68,7 +68,7 @@ async def system(name: str, nodes: int = 1, **overrides: Any) -> AsyncIterator[B
         finally:
             await tap.stop()
             stack.stop_all()
-            await nc.drain()
+            await nc.close()  # the services are gone: nothing left to drain
             nats_server.stop()
             mongo_server.stop()
 

@@ -504,3 +504,13 @@ def test_saves_are_debounced_and_a_damaged_file_is_set_aside(tmp_path) -> None:
     fresh = new_world()
     StateFile(path).load_into(fresh)
     assert fresh.devices == {} and path.with_suffix(".damaged").exists()
+
+
+def test_a_connect_that_arrives_after_the_client_hung_up_opens_nothing() -> None:
+    world = new_world()
+    device = paired(world)
+    world.disconnect(conn_of("alice"))
+    world.disconnect("late0001")  # the client gave up on a connect the server has not seen yet
+    assert error_code(lambda: world.connect("late0001", "alice", device, T0 + 1)) == "conflict"
+    world.connect("fresh001", "alice", device, T0 + 2)
+    assert world.stats().sessions["alice"].overlaps == 0

@@ -44,6 +44,7 @@ CREDS_ROTATE_EVERY = 20
 NOT_ON_WHATSAPP_PREFIX = "000"
 # Sent messages remembered per session, so a `read` control request can name them.
 REMEMBERED_SENDS = 10_000
+REMEMBERED_HANGUPS = 100_000
 # WhatsApp's size limits for media messages, by kind (the gateway has its own, WA_MEDIA_MAX_*).
 MEDIA_LIMITS = {
     "image": 16 * 1024 * 1024,
@@ -146,6 +147,8 @@ class World:
         self.devices: dict[str, Device] = {}
         self.conns: dict[str, Connection] = {}
         self.outbox: list[Outgoing] = []
+        # Connections the client closed (ids are never reused), oldest first.
+        self.hung_up: OrderedDict[str, None] = OrderedDict()
         # Bumped on every change of the durable part; the state file saves when it moves.
         self.revision = 0
         self._timers: list[tuple[float, int, Callable[[float], None]]] = []
@@ -185,6 +188,9 @@ class World:
     ) -> None:
         if conn_id in self.conns:
             raise conflict(f"connection {conn_id} exists already")
+        if conn_id in self.hung_up:
+            # Like a socket: once the client hung up, a connect still in flight opens nothing.
+            raise conflict(f"connection {conn_id} was closed by the client")
         conn = Connection(conn_id, session_id, last_seen=now)
         self.conns[conn_id] = conn
         self._at(now + self.rules.keepalive_timeout, partial(self._expire_if_silent, conn_id))
@@ -285,6 +291,9 @@ class World:
         return unknown
 
     def disconnect(self, conn_id: str) -> None:
+        self.hung_up[conn_id] = None
+        if len(self.hung_up) > REMEMBERED_HANGUPS:
+            self.hung_up.popitem(last=False)
         self._close(conn_id)
 
     def logout(self, device: sim.DeviceCredentials, now: float) -> None:

@@ -56,6 +56,8 @@ DEVICE_TABLE = "sim_device"
 CONNECT_TIMEOUT = 5.0
 SEND_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0
+# Past it the server has surely dropped the connection anyway (no keepalives since).
+DISCONNECT_TIMEOUT = 30.0
 # Acks are best effort (a lost one means a redelivery); a short wait keeps a hung simulator
 # from stalling the actor.
 ACK_TIMEOUT = 1.0
@@ -189,9 +191,11 @@ class SimClient(WhatsAppClient):
             return
         if conn.open:
             self._closed(conn)
-            # Awaited, so the server has closed it before a next connect can count an overlap.
+            # Awaited until the server confirms, so it has closed the connection before this
+            # session's next owner connects: a busy server may still count the connection
+            # live (its last keepalive is recent) and would see two at once.
             with contextlib.suppress(nats.errors.Error, ContractError):
-                await self._factory.call("disconnect", sim.DisconnectRequest(conn.conn_id), REQUEST_TIMEOUT)
+                await self._factory.call("disconnect", sim.DisconnectRequest(conn.conn_id), DISCONNECT_TIMEOUT)
         with contextlib.suppress(nats.errors.Error):
             await conn.subscription.unsubscribe()
 
