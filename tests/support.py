@@ -18,7 +18,7 @@ from nats.js.api import DeliverPolicy
 from pydantic import SecretStr
 
 from contracts.envelope import Reply
-from services.common.bus import encode
+from services.common.bus import encode, ensure_topology
 from services.common.config import Settings
 from services.devstack.servers import free_port
 
@@ -270,3 +270,17 @@ async def pair(nc: NatsClient, settings: Settings, tap: EventTap, sid: str, labe
     await tap.wait_for(sid, "status", lambda e: bool(e.get("qr")), timeout=30)
     await call_ok(nc, s.sim(sid, "scan"), {})
     await tap.wait_state(sid, "connected", timeout=30)
+
+
+async def start_sending_stack(stack: Stack, nc: NatsClient, settings: Settings, sids: list[str]) -> EventTap:
+    """The services a send goes through, one session-actor node, and `sids` paired."""
+    await ensure_topology(nc.jetstream(), settings)
+    stack.start("wa-sim")
+    stack.start("outbound-queue")
+    stack.start("persistence")
+    stack.start("session-actor", "node1")
+    tap = await EventTap(nc, settings).start()
+    await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), timeout=60, what="node1")
+    for sid in sids:
+        await pair(nc, settings, tap, sid)
+    return tap

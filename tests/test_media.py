@@ -26,7 +26,6 @@ from contracts.envelope import ContractError, decode
 from contracts.internal import QueuedSend
 from contracts.sending import Media, SendText
 from contracts.types import utcnow
-from services.common.bus import ensure_topology
 from services.common.media import (
     PAYLOAD_HEADROOM,
     MediaLimits,
@@ -39,7 +38,7 @@ from services.outbound_queue.intake import Intake
 from services.session_actor import media as m
 from services.session_actor.adapters.base import SendError
 from tests.conftest import make_settings
-from tests.support import ROOT, EventTap, Stack, call, call_ok, pair, settings_env, wait_until
+from tests.support import ROOT, EventTap, Stack, call, call_ok, settings_env, start_sending_stack
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 KiB that sniff as a JPEG
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(500)
@@ -366,18 +365,6 @@ async def test_prepare_decodes_or_downloads_and_settles_the_type(files: Files) -
 
 # -------------------------------------------------------------------------- end to end
 
-async def start(stack: Stack, nc: Any, settings: Any, sid: str) -> EventTap:
-    await ensure_topology(nc.jetstream(), settings)
-    stack.start("wa-sim")
-    stack.start("outbound-queue")
-    stack.start("persistence")
-    stack.start("session-actor", "node1")
-    tap = await EventTap(nc, settings).start()
-    await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), timeout=60, what="node1")
-    await pair(nc, settings, tap, sid)
-    return tap
-
-
 def lifecycle(tap: EventTap, sid: str, send_id: str) -> list[str]:
     return [e["state"] for e in tap.of(sid, "outbound") if e["id"] == send_id]
 
@@ -398,7 +385,7 @@ async def test_media_sends_end_to_end(stack: Stack, nc: Any, tmp_path: Any, infr
         send_retry_cap=0.5,
     )
     stack.settings = settings
-    tap = await start(stack, nc, settings, "media")
+    tap = await start_sending_stack(stack, nc, settings, ["media"])
     s = settings.subjects
 
     async def send(send_id: str, text: str | None = None, **media: Any) -> dict[str, Any]:

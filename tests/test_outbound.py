@@ -8,25 +8,11 @@ from datetime import datetime, timedelta
 import pytest
 
 from contracts.types import utcnow
-from services.common.bus import ensure_topology
 from services.common.sends import SendJournal
 from tests.conftest import make_settings
-from tests.support import EventTap, Stack, call, call_ok, pair, wait_until
+from tests.support import EventTap, call, call_ok, start_sending_stack, wait_until
 
 pytestmark = pytest.mark.slow
-
-
-async def start(stack: Stack, nc, settings, sids: list[str]) -> EventTap:
-    await ensure_topology(nc.jetstream(), settings)
-    stack.start("wa-sim")
-    stack.start("outbound-queue")
-    stack.start("persistence")
-    stack.start("session-actor", "node1")
-    tap = await EventTap(nc, settings).start()
-    await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), timeout=60, what="node1")
-    for sid in sids:
-        await pair(nc, settings, tap, sid)
-    return tap
 
 
 def at(event: dict) -> datetime:
@@ -53,7 +39,7 @@ async def test_pacing_spaces_sends_with_jitter_and_keeps_order(stack, nc, tmp_pa
         infra, tmp_path, pacing_per_minute=600.0, pacing_burst=2, pacing_min_gap=0.3, pacing_jitter=0.15
     )
     stack.settings = settings
-    tap = await start(stack, nc, settings, ["paced"])
+    tap = await start_sending_stack(stack, nc, settings, ["paced"])
     for i in range(8):
         await send(nc, settings, "paced", f"p{i}")
     for i in range(8):
@@ -69,7 +55,7 @@ async def test_pacing_spaces_sends_with_jitter_and_keeps_order(stack, nc, tmp_pa
 
 
 async def test_send_at_and_expires_at(stack, nc, settings) -> None:
-    tap = await start(stack, nc, settings, ["timed"])
+    tap = await start_sending_stack(stack, nc, settings, ["timed"])
     now = utcnow()
     await send(nc, settings, "timed", "later", send_at=(now + timedelta(seconds=2)).isoformat())
     await send(nc, settings, "timed", "now")
@@ -89,7 +75,7 @@ async def test_send_at_and_expires_at(stack, nc, settings) -> None:
 
 
 async def test_expired_while_waiting_offline_is_never_sent(stack, nc, settings) -> None:
-    tap = await start(stack, nc, settings, ["exp"])
+    tap = await start_sending_stack(stack, nc, settings, ["exp"])
     s = settings.subjects
     slow = {"pacing": {"per_minute": 1, "burst": 1, "min_gap": 0, "jitter": 0}}
     await call_ok(nc, s.session("exp", "policy"), {"policy": slow})
@@ -107,7 +93,7 @@ async def test_expired_while_waiting_offline_is_never_sent(stack, nc, settings) 
 
 
 async def test_permanent_failures_fail_at_once_and_retries_end_in_the_dead_letter_queue(stack, nc, settings) -> None:
-    tap = await start(stack, nc, settings, ["dlq"])
+    tap = await start_sending_stack(stack, nc, settings, ["dlq"])
     s = settings.subjects
     await send(nc, settings, "dlq", "nobody", to="00012345678")
     failed = await terminal(tap, "dlq", "nobody")
@@ -135,7 +121,7 @@ async def test_permanent_failures_fail_at_once_and_retries_end_in_the_dead_lette
 
 
 async def test_logout_fails_every_waiting_send(stack, nc, settings) -> None:
-    tap = await start(stack, nc, settings, ["gone"])
+    tap = await start_sending_stack(stack, nc, settings, ["gone"])
     s = settings.subjects
     slow = {"pacing": {"per_minute": 1, "burst": 1, "min_gap": 0, "jitter": 0}}
     await call_ok(nc, s.session("gone", "policy"), {"policy": slow})
@@ -153,7 +139,7 @@ async def test_logout_fails_every_waiting_send(stack, nc, settings) -> None:
 async def test_queue_stats_policy_and_rate_limit(stack, nc, tmp_path, infra) -> None:
     settings = make_settings(infra, tmp_path, queue_limit=3)
     stack.settings = settings
-    tap = await start(stack, nc, settings, ["full"])
+    tap = await start_sending_stack(stack, nc, settings, ["full"])
     s = settings.subjects
     policy = await call_ok(nc, s.session("full", "policy"), {"policy": {"pacing": {"per_minute": 1, "burst": 1}}})
     assert policy["pacing"]["per_minute"] == 1 and policy["pacing"]["min_gap"] == 2.0
@@ -182,7 +168,7 @@ async def test_queue_stats_policy_and_rate_limit(stack, nc, tmp_path, infra) -> 
 async def test_a_send_an_earlier_owner_may_have_sent_is_not_sent_again_unless_the_policy_says(
     stack, nc, settings
 ) -> None:
-    tap = await start(stack, nc, settings, ["amb"])
+    tap = await start_sending_stack(stack, nc, settings, ["amb"])
     s = settings.subjects
     journal = SendJournal(await nc.jetstream().key_value(s.sends_bucket))
     holding = {"pacing": {"per_minute": 60, "burst": 1, "min_gap": 2, "jitter": 0}}
@@ -215,7 +201,7 @@ async def test_receipts_for_a_dead_owner_reach_the_next_one(stack, nc, tmp_path,
     # simulator redelivers a receipt nobody acked, and the next owner maps it to its send.
     settings = make_settings(infra, tmp_path, pacing_enabled=False, sim_read_after=2.0)
     stack.settings = settings
-    tap = await start(stack, nc, settings, ["rcpt"])
+    tap = await start_sending_stack(stack, nc, settings, ["rcpt"])
     await send(nc, settings, "rcpt", "r1")
     await tap.wait_for("rcpt", "outbound", lambda e: e["id"] == "r1" and e["state"] == "delivered", 15)
     stack.kill("persistence")  # the next owner must not need history to know its sends

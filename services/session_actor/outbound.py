@@ -288,9 +288,14 @@ class SendExecutor:
             return
         ledger, sid = self.actor.node.ledger, self.actor.sid
         for message_id in receipt.message_ids:
-            send_id = self._by_message.get(message_id) or await ledger.journal.send_id_of(sid, message_id)
+            send_id = self._by_message.get(message_id)
             if send_id is None:
-                continue
+                send_id = await ledger.journal.send_id_of(sid, message_id)
+                found = None if send_id is None else await ledger.journal.get(sid, send_id)
+                # An owner that died between sending and recording `sent` left the send to
+                # be failed `ambiguous`: it keeps that one terminal state.
+                if found is None or found[0].state != "sent":
+                    continue
             # A read receipt implies delivery; the event ids make repeats harmless.
             await ledger.event(sid, send_id, "delivered", message_id=message_id)
             if receipt.kind in ("read", "played"):
