@@ -97,38 +97,38 @@ class SendExecutor:
         with contextlib.suppress(NotFoundError):
             await node.js.delete_consumer(node.subjects.outbound_stream, consumer_name(self.actor.sid))
 
-    async def _take_over(self) -> None:
-        """Drop the consumer if a previous owner died holding a send.
+    async def _subscribe(self) -> Any:
+        """Bind to the session's consumer, made afresh if a previous owner died holding a send.
 
         JetStream would hold that send back for ACK_WAIT, and every later one behind it. The
         outbound stream is a work queue (a send is removed once acked), so a fresh consumer
         starts at exactly the oldest unfinished send; the journal's claim settles whatever the
         dead owner had begun.
         """
-        node, name = self.actor.node, consumer_name(self.actor.sid)
-        try:
-            info = await node.js.consumer_info(node.subjects.outbound_stream, name)
-        except NotFoundError:
-            return
-        if info.num_ack_pending:
-            with contextlib.suppress(NotFoundError):
-                await node.js.delete_consumer(node.subjects.outbound_stream, name)
-
-    async def _run(self) -> None:
         node, sid = self.actor.node, self.actor.sid
-        await self._take_over()
-        psub = await node.js.pull_subscribe(
-            node.subjects.outbound(sid),
-            durable=consumer_name(sid),
-            stream=node.subjects.outbound_stream,
-            config=ConsumerConfig(
+        stream, name = node.subjects.outbound_stream, consumer_name(sid)
+        try:
+            info = await node.js.consumer_info(stream, name)
+            usable = not info.num_ack_pending
+            if not usable:
+                await node.js.delete_consumer(stream, name)
+        except NotFoundError:
+            usable = False
+        if not usable:
+            config = ConsumerConfig(
+                durable_name=name,
+                filter_subject=node.subjects.outbound(sid),
                 ack_policy=AckPolicy.EXPLICIT,
                 max_ack_pending=1,
                 ack_wait=ACK_WAIT,
                 max_deliver=-1,
                 deliver_policy=DeliverPolicy.ALL,
-            ),
-        )
+            )
+            await node.js.add_consumer(stream, config=config)
+        return await node.js.pull_subscribe_bind(durable=name, stream=stream)
+
+    async def _run(self) -> None:
+        psub = await self._subscribe()
         try:
             while True:
                 await self.actor.connected.wait()
