@@ -56,6 +56,12 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     )
 
 
+def aligned(pairs: Sequence[tuple[str, Any]]) -> str:
+    """One `key  value` line per pair, the values in one column."""
+    width = max(len(key) for key, _ in pairs)
+    return "\n".join(f"{key:<{width}}  {clean(value)}" for key, value in pairs)
+
+
 def fields(pairs: Iterable[tuple[str, Any]]) -> str:
     """`key=value` pairs, leaving out empty values; values with spaces or quotes are quoted."""
     out = []
@@ -87,7 +93,7 @@ def session_detail(s: Session) -> str:
         ("node", s.node),
         ("created", when(s.created_at)),
     ]
-    return "\n".join(f"{k:<8} {clean(v)}" for k, v in rows if v)
+    return aligned([(k, v) for k, v in rows if v])
 
 
 def session_table(sessions: Sequence[Session]) -> str:
@@ -191,7 +197,7 @@ def outbound_detail(r: OutboundRecord) -> str:
         ("expires", when(r.expires_at) if r.expires_at else None),
         ("length", r.text_length),
     ]
-    lines = [f"{k:<8} {clean(v)}" for k, v in head if v is not None]
+    lines = [aligned([(k, v) for k, v in head if v is not None])]
     if r.history:
         lines += [
             "",
@@ -201,11 +207,6 @@ def outbound_detail(r: OutboundRecord) -> str:
             ),
         ]
     return "\n".join(lines)
-
-
-def aligned(pairs: Sequence[tuple[str, Any]]) -> str:
-    width = max(len(key) for key, _ in pairs)
-    return "\n".join(f"{key:<{width}}  {clean(value)}" for key, value in pairs)
 
 
 def policy_detail(p: SendPolicy) -> str:
