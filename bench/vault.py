@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Report, percentiles
-from bench.neonize_idle import forge_linked_store, fresh_store
+from bench.neonize_idle import forge_linked_store, fresh_store, on_private_copy
 from contracts.sim import DeviceCredentials
 from services.common import mongo
 from services.common.cluster import fence_token
@@ -70,21 +70,6 @@ AGED_ROWS = {
 
 
 # ---------------------------------------------------------------------------- stores
-
-
-def _on_private_copy(store: bytes, change: Callable[[sqlite3.Connection], None]) -> bytes:
-    """Apply `change` to a private copy (never a file a Go client has open)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "store.db"
-        path.write_bytes(store)
-        db = sqlite3.connect(path)
-        try:
-            with db:
-                change(db)
-            db.execute("VACUUM")
-        finally:
-            db.close()
-        return path.read_bytes()
 
 
 def _contact(i: int) -> str:
@@ -141,7 +126,13 @@ def age_whatsmeow_store(store: bytes, rows: dict[str, int] = AGED_ROWS, seed: in
         db.executemany(
             "INSERT INTO whatsmeow_message_secrets VALUES (?, ?, ?, ?, ?)",
             (
-                (me, f"{_contact(i)}@s.whatsapp.net", f"{_contact(i)}@s.whatsapp.net", f"3EB0{i:016X}", blob(32))
+                (
+                    me,
+                    f"{_contact(i)}@s.whatsapp.net",
+                    f"{_contact(i)}@s.whatsapp.net",
+                    f"3EB0{i:016X}",
+                    blob(32),
+                )
                 for i in range(rows["message_secrets"])
             ),
         )
@@ -150,7 +141,7 @@ def age_whatsmeow_store(store: bytes, rows: dict[str, int] = AGED_ROWS, seed: in
             ((f"{10**14 + i}", _contact(i)) for i in range(rows["lid_map"])),
         )
 
-    return _on_private_copy(store, fill)
+    return on_private_copy(store, fill, vacuum=True)
 
 
 def whatsmeow_variants(store: bytes, count: int, seed: int, ratchets: int) -> list[bytes]:
@@ -166,9 +157,11 @@ def whatsmeow_variants(store: bytes, count: int, seed: int, ratchets: int) -> li
                     "INSERT OR REPLACE INTO whatsmeow_sessions VALUES (?, ?, ?)",
                     (OUR_JID, f"{_contact(rng.randrange(3000))}.0:0", rng.randbytes(rng.randint(800, 2500))),
                 )
-            db.execute("DELETE FROM whatsmeow_pre_keys WHERE key_id = (SELECT min(key_id) FROM whatsmeow_pre_keys)")
+            db.execute(
+                "DELETE FROM whatsmeow_pre_keys WHERE key_id = (SELECT min(key_id) FROM whatsmeow_pre_keys)"
+            )
 
-        store = _on_private_copy(store, change)
+        store = on_private_copy(store, change, vacuum=True)
         out.append(store)
     return out
 
@@ -201,7 +194,9 @@ async def _timed(call: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
     return result, (time.perf_counter() - started) * 1000
 
 
-async def measure(kind: Kind, db: Any, keyring: Keyring, sessions: int, saves: int, directory: Path) -> dict[str, Any]:
+async def measure(
+    kind: Kind, db: Any, keyring: Keyring, sessions: int, saves: int, directory: Path
+) -> dict[str, Any]:
     vault = CredentialVault(db, keyring, kind.device_table)
     sids = [f"{kind.name}-{i:03d}" for i in range(sessions)]
     clients = {sid: kind.make_client(sid, directory / f"{sid}.db") for sid in sids}
@@ -218,7 +213,9 @@ async def measure(kind: Kind, db: Any, keyring: Keyring, sessions: int, saves: i
             started = time.perf_counter()
             sealed = seal(keyring, sid, round_ + 1, store)
             seal_ms = (time.perf_counter() - started) * 1000
-            saved, save_ms = await _timed(lambda sid=sid, store=store: vault.save(sid, token, store, last.get(sid)))
+            saved, save_ms = await _timed(
+                lambda sid=sid, store=store: vault.save(sid, token, store, last.get(sid))
+            )
             assert saved is not None and saved.version == round_ + 1, "the fenced write was refused"
             last[sid] = saved
             sealed_sizes.append(len(sealed["ciphertext"]))
@@ -289,7 +286,10 @@ async def run(saves: int = 200, sessions: int = 20) -> Report:
         work = Path(tmp)
         server = start_mongo(work / "mongo", free_port())
         settings = Settings(
-            mongo_url=server.url, mongo_db="bench_vault", vault_keys=new_key_entry("bench"), node_capacity=sessions
+            mongo_url=server.url,
+            mongo_db="bench_vault",
+            vault_keys=new_key_entry("bench"),
+            node_capacity=sessions,
         )
         client, db = mongo.connect(settings, "bench-vault")
         keyring = Keyring.parse(settings.vault_keys.get_secret_value())
@@ -317,7 +317,12 @@ async def run(saves: int = 200, sessions: int = 20) -> Report:
                     "whatsmeow_device",
                     lambda sid, path: neonize.create(sid, path, nothing, time.monotonic),
                 ),
-                Kind("sim", sim_variants(work, rounds), "sim_device", lambda sid, path: sim.create(sid, path, nothing, time.monotonic)),
+                Kind(
+                    "sim",
+                    sim_variants(work, rounds),
+                    "sim_device",
+                    lambda sid, path: sim.create(sid, path, nothing, time.monotonic),
+                ),
             ]
             print(f"aged whatsmeow store: {len(aged):,} bytes; rows: {AGED_ROWS}", flush=True)
             for kind in kinds:
