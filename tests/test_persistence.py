@@ -40,7 +40,9 @@ from services.persistence.writer import (
 )
 from tests.support import Stack, call, call_ok, wait_until
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+# Recent, so that the outbound TTL index (retention: days) never removes a test's sends while
+# it runs: a fixed date in the past made the database's TTL pass delete them at random.
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 COLLECTIONS = ("status_history", "messages", "outbound")
 
 
@@ -367,7 +369,7 @@ async def test_history_pages(service: Service, nc: NatsClient, settings: Setting
     assert [len(p) for p in pages] == [3, 3, 3, 2]
     newest_first = sorted(msgs, key=lambda m: (m.timestamp, f"erin/{m.message_id}"), reverse=True)
     assert [m["message_id"] for p in pages for m in p] == [m.message_id for m in newest_first]
-    assert pages[0][0]["text"] == "hello 10" and pages[0][0]["timestamp"] == "2026-03-01T12:00:05Z"
+    assert pages[0][0]["text"] == "hello 10" and pages[0][0]["timestamp"] == f"{at(5):%Y-%m-%dT%H:%M:%S}Z"
 
     in_b = await all_pages("messages", "messages", {"chat": chat_b, "limit": 2})
     assert [m["message_id"] for p in in_b for m in p] == ["M0009", "M0006", "M0003", "M0000"]
