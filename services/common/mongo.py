@@ -1,10 +1,10 @@
-"""MongoDB access (PyMongo's native asyncio client) and group-committed writes."""
+"""MongoDB access (PyMongo's native asyncio client), group-committed writes and grouped reads."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -14,6 +14,8 @@ from pymongo.errors import BulkWriteError
 from services.common.config import Settings
 
 DUPLICATE_KEY = 11000
+
+Request = TypeVar("Request")
 
 
 def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncDatabase]:
@@ -30,11 +32,39 @@ def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncD
     return client, client[settings.mongo_db]
 
 
+class _Batched(Generic[Request]):
+    """Requests made concurrently by many tasks, carried out together.
+
+    The first request starts a flush at once; requests made while a flush is in flight
+    queue up and go out together in the next one: no added delay at low load, far fewer
+    round trips (and far less work for the database) at high load.
+    """
+
+    def __init__(self, max_batch: int) -> None:
+        self._max_batch = max_batch
+        self._pending: list[Request] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _enqueue(self, request: Request) -> None:
+        self._pending.append(request)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            await self._run(batch)
+
+    async def _run(self, batch: list[Request]) -> None:
+        raise NotImplementedError
+
+
 @dataclass
 class _Write:
     document: dict[str, Any]  # the document to insert, or the update
     filter: dict[str, Any] | None = None  # None: an insert
     upsert: bool = False
+    blind: bool = False  # the caller does not need to know whether it matched
     future: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def operation(self) -> InsertOne | UpdateOne:
@@ -43,19 +73,15 @@ class _Write:
         return UpdateOne(self.filter, self.document, upsert=self.upsert)
 
 
-class GroupCommit:
+class GroupCommit(_Batched[_Write]):
     """Batches concurrent single-document writes to one collection into one bulk_write.
 
-    Callers await `insert`/`update` as if they were single writes. While one bulk write is in
-    flight, new writes queue up and go out together in the next one: no added delay at low
-    load, far fewer round trips at high load.
+    Callers await `insert`/`update` as if they were single writes.
     """
 
     def __init__(self, collection: AsyncCollection, max_batch: int = 1000) -> None:
+        super().__init__(max_batch)
         self._collection = collection
-        self._max_batch = max_batch
-        self._pending: list[_Write] = []
-        self._flusher: asyncio.Task[None] | None = None
 
     async def insert(self, document: dict[str, Any]) -> bool:
         """Insert; False when a document with the same `_id` already exists."""
@@ -69,18 +95,15 @@ class GroupCommit:
         """
         return await self._submit(_Write(update, filter_, upsert))
 
+    async def apply(self, filter_: dict[str, Any], update: Any) -> None:
+        """Update one document if it exists, without learning whether it did (no re-check)."""
+        await self._submit(_Write(update, filter_, blind=True))
+
     async def _submit(self, write: _Write) -> bool:
-        self._pending.append(write)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        self._enqueue(write)
         return await write.future
 
-    async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-            await self._write(batch)
-
-    async def _write(self, batch: list[_Write]) -> None:
+    async def _run(self, batch: list[_Write]) -> None:
         failed: dict[int, dict[str, Any]] = {}
         updates = sum(w.filter is not None for w in batch)
         all_matched = True
@@ -104,10 +127,58 @@ class GroupCommit:
                     if error.get("code") != DUPLICATE_KEY:
                         raise RuntimeError(f"write failed: {error.get('errmsg')}")
                     write.future.set_result(False)
-                elif write.filter is not None and not all_matched:
-                    again = await self._collection.update_one(write.filter, write.document, upsert=write.upsert)
+                elif write.filter is not None and not all_matched and not write.blind:
+                    again = await self._collection.update_one(
+                        write.filter, write.document, upsert=write.upsert
+                    )
                     write.future.set_result(again.matched_count > 0 or again.upserted_id is not None)
                 else:
                     write.future.set_result(True)
             except Exception as exc:
                 write.future.set_exception(exc)
+
+
+@dataclass
+class _Read:
+    id: Any
+    future: asyncio.Future[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class GroupRead(_Batched[_Read]):
+    """Batches concurrent reads of single documents by `_id` into one `find` with `$in`.
+
+    A node taking over hundreds of sessions reads each one's documents at the same moment;
+    one query per batch spares the database most of that work. `where` narrows every read
+    (e.g. leaves out documents being deleted).
+    """
+
+    def __init__(
+        self, collection: AsyncCollection, where: dict[str, Any] | None = None, max_batch: int = 64
+    ) -> None:
+        # Measured with the dev server: 334 ids in batches of 64 take a quarter of the time
+        # of one query for all of them, and of 334 single reads.
+        super().__init__(max_batch)
+        self._collection = collection
+        self._where = where or {}
+
+    async def get(self, id_: Any) -> dict[str, Any] | None:
+        read = _Read(id_)
+        self._enqueue(read)
+        return await read.future
+
+    async def _run(self, batch: list[_Read]) -> None:
+        try:
+            found = {
+                doc["_id"]: doc
+                async for doc in self._collection.find({**self._where, "_id": {"$in": [r.id for r in batch]}})
+            }
+        except Exception as exc:  # every caller sees the error
+            for read in batch:
+                if not read.future.done():
+                    read.future.set_exception(exc)
+            return
+        for read in batch:
+            if not read.future.done():
+                read.future.set_result(found.get(read.id))

@@ -19,7 +19,7 @@ from contracts.envelope import conflict
 from contracts.sessions import Session
 from contracts.types import LIVE_STATES
 from services.common.cluster import ClusterView
-from services.common.mongo import GroupCommit
+from services.common.mongo import GroupCommit, GroupRead
 
 OWNER_LOST = "owner_lost: the node running this session stopped; another node takes over"
 
@@ -28,6 +28,7 @@ class SessionStore:
     def __init__(self, db: AsyncDatabase) -> None:
         self.collection = db["sessions"]
         self._writes = GroupCommit(self.collection)
+        self._reads = GroupRead(self.collection, where={"deleting": {"$ne": True}})
 
     async def ensure_indexes(self) -> None:
         await self.collection.create_index([("deleting", ASCENDING)])
@@ -48,14 +49,14 @@ class SessionStore:
         return doc
 
     async def get(self, sid: str) -> dict[str, Any] | None:
-        return await self.collection.find_one({"_id": sid, "deleting": {"$ne": True}})
+        return await self._reads.get(sid)
 
     async def list(self) -> list[dict[str, Any]]:
         return await self.collection.find({"deleting": {"$ne": True}}).sort("_id", ASCENDING).to_list(None)
 
     async def fence(self, sid: str, token: str) -> None:
         """A new owner raises the token first, so older owners' writes are refused from now on."""
-        await self._writes.update({"_id": sid}, {"$max": {"owner_token": token}})
+        await self._writes.apply({"_id": sid}, {"$max": {"owner_token": token}})
 
     async def report(
         self,

@@ -130,8 +130,13 @@ class SessionActor:
 
     async def _boot(self) -> bool:
         node = self.node
-        await asyncio.gather(node.sessions.fence(self.sid, self.token), node.vault.fence(self.sid, self.token))
-        doc = await node.sessions.get(self.sid)
+        # Credentials are read only after the fence (a stale owner's later write is refused,
+        # an earlier one is seen); the session document may be read alongside it.
+        _, _, doc = await asyncio.gather(
+            node.sessions.fence(self.sid, self.token),
+            node.vault.fence(self.sid, self.token),
+            node.sessions.get(self.sid),
+        )
         if doc is None:
             return False
         self.state, self.since = doc["state"], doc["since"]

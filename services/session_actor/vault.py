@@ -37,6 +37,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from contracts.types import utcnow
+from services.common.mongo import GroupCommit, GroupRead
 
 KEEP_VERSIONS = 3
 # Where `make run` keeps a generated key (local development only), under WA_DATA_DIR.
@@ -178,18 +179,21 @@ class CredentialVault:
     def __init__(self, db: AsyncDatabase, keyring: Keyring, device_table: str) -> None:
         self.collection = db["credentials"]
         self._blobs = AsyncGridFSBucket(db, bucket_name="credential_blobs")
+        # A node taking over many sessions fences and restores them all at once.
+        self._fences = GroupCommit(self.collection)
+        self._reads = GroupRead(self.collection)
         self.keyring = keyring
         self.device_table = device_table
 
     async def fence(self, sid: str, token: str) -> None:
-        await self.collection.update_one({"_id": sid}, {"$max": {"owner_token": token}})
+        await self._fences.apply({"_id": sid}, {"$max": {"owner_token": token}})
 
     async def exists(self, sid: str) -> bool:
         return await self.collection.count_documents({"_id": sid, "versions.0": {"$exists": True}}, limit=1) > 0
 
     async def restore(self, sid: str) -> Restored | None:
         """The newest sound version, or None when the session has no credentials."""
-        doc = await self.collection.find_one({"_id": sid})
+        doc = await self._reads.get(sid)
         versions = sorted((doc or {}).get("versions", []), key=lambda v: v["version"], reverse=True)
         if not versions:
             return None
@@ -305,4 +309,3 @@ class CredentialVault:
         async for blob in self._blobs.find({"metadata.session_id": sid}):
             if blob._id not in keep:
                 await self._blobs.delete(blob._id)
-
