@@ -18,6 +18,9 @@ class NodeLease(msgspec.Struct, omit_defaults=True):
     pid: int
     capacity: int
     started_at: datetime
+    # Set when the node starts a graceful stop: it still owns what it has not released yet,
+    # but takes no share, so the others claim each session the moment it is released.
+    leaving: bool = False
 
 
 class Ownership(msgspec.Struct, omit_defaults=True):

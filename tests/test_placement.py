@@ -7,9 +7,12 @@ from collections import Counter
 from services.session_actor.placement import fair_share, plan, preferred
 
 
-def run_plan(me, live, owners, capacity=1000, batch=1000, since=None, now=0.0, patience=1.0, pinned=frozenset()):
+def run_plan(
+    me, live, owners, capacity=1000, batch=1000, since=None, now=0.0, patience=1.0, pinned=frozenset(), leaving=frozenset()
+):
     return plan(
         pinned=pinned,
+        leaving=frozenset(leaving),
         me=me,
         live_nodes=frozenset(live),
         owners=owners,
@@ -50,6 +53,20 @@ def test_non_preferred_sessions_are_claimed_only_after_patience() -> None:
 def test_sessions_of_a_dead_node_are_claimable() -> None:
     owners = {"s1": "dead", "s2": "a"}
     assert run_plan("b", ["a", "b"], owners, now=5, since={"s1": 0}).claim == ("s1",)
+
+
+def test_a_leaving_node_keeps_its_sessions_but_the_others_make_room_for_all_of_them() -> None:
+    # 3 nodes with 30 each; "c" starts a graceful stop and has released 10 so far.
+    owners = {f"a{i}": "a" for i in range(30)} | {f"b{i}": "b" for i in range(30)}
+    owners |= {f"c{i}": "c" for i in range(20)} | {f"r{i}": None for i in range(10)}
+    nodes = ["a", "b", "c"]
+    claims = {n: set(run_plan(n, nodes, owners, leaving={"c"}, since={}, now=0.0).claim) for n in "ab"}
+    # Every released session is claimed at once by exactly one node (its preferred one);
+    # without `leaving` both would already be at their share (30 of 90 / 3) and wait.
+    assert claims["a"] | claims["b"] == {f"r{i}" for i in range(10)} and not claims["a"] & claims["b"]
+    assert not any(run_plan(n, nodes, owners, since={}).claim for n in "ab")
+    # Sessions the leaving node still holds are not claimable, even after any patience.
+    assert not any(sid.startswith("c") for n in "ab" for sid in run_plan(n, nodes, owners, leaving={"c"}, now=99).claim)
 
 
 def test_overloaded_node_sheds_a_bounded_batch_toward_the_new_node() -> None:

@@ -148,11 +148,13 @@ class ClusterWatcher:
                 if self.view.nodes.pop(node_id, None) is not None:
                     self._emit("node_down", node_id)
                 return
-            known = node_id in self.view.nodes
-            self.view.nodes[node_id] = _node_decoder.decode(value)
+            before = self.view.nodes.get(node_id)
+            lease = self.view.nodes[node_id] = _node_decoder.decode(value)
             self._last_seen[node_id] = time.monotonic()
-            if not known:
+            if before is None:
                 self._emit("node_up", node_id)
+            elif lease.leaving and not before.leaving:
+                self._emit("node_leaving", node_id)
         elif key.startswith(OWN):
             sid = key[len(OWN) :]
             if gone:

@@ -97,6 +97,7 @@ class Node:
         self.retry_policy = RetryPolicy(settings.send_max_attempts, settings.send_retry_base, settings.send_retry_cap)
         self.kv: KeyValue
         self._lease_revision = 0
+        self._renewing = asyncio.Lock()
         self._connects = TokenBucket.full(settings.connect_rate, burst=max(1.0, settings.connect_rate / 10))
         self._claimable_since: dict[str, float] = {}
         self._busy: set[str] = set()  # sessions being claimed, started or released
@@ -133,6 +134,8 @@ class Node:
         """Graceful stop: hand every session back at once, announced, then drop the lease."""
         self._accepting = False
         started = time.monotonic()
+        with contextlib.suppress(Exception):  # the others then make room for what we release
+            await self._renew()
         sids = list(self.actors)
         limit = asyncio.Semaphore(RELEASE_CONCURRENCY)
 
@@ -161,6 +164,7 @@ class Node:
                 pid=os.getpid(),
                 capacity=self.settings.node_capacity,
                 started_at=utcnow(),
+                leaving=not self._accepting,
             )
         )
 
@@ -170,6 +174,10 @@ class Node:
         self.lease.renewed(sent)
 
     async def _renew(self) -> None:
+        async with self._renewing:  # the loop and a graceful stop must not race (CAS)
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
         sent = time.monotonic()
         ack = await self.js.publish(
             f"$KV.{self.subjects.leases_bucket}.{NODE}{self.id}",
@@ -279,6 +287,7 @@ class Node:
             now=now,
             patience=self.settings.rebalance_interval * 2,
             pinned=frozenset(sid for sid, actor in self.actors.items() if actor.machine.phase == "pairing"),
+            leaving=frozenset(node for node, lease in view.nodes.items() if lease.leaving),
         )
         if decision.claim:
             limit = asyncio.Semaphore(CLAIM_CONCURRENCY)

@@ -14,6 +14,8 @@ Every node runs the same rules on (nearly) the same view, so they agree without 
   it never wins its own sessions back. Nothing is handed off while sessions wait for an
   owner (new sessions balance the cluster by themselves), and never a `pinned` session
   (one in the middle of pairing: its QR code lives on this node's connection).
+- A `leaving` node (a graceful stop under way) still owns its sessions until it releases
+  them, but takes no share: the others make room for all of its sessions at once.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def plan(
     now: float,
     patience: float,
     pinned: frozenset[str] = frozenset(),
+    leaving: frozenset[str] = frozenset(),
 ) -> Plan:
-    live = live_nodes | {me}
+    alive = live_nodes | {me}
+    live = alive - leaving
     counts = Counter(node for node in owners.values() if node in live)
     ceiling = fair_share(len(owners), len(live), capacity)
     floor = min(capacity, len(owners) // len(live))
@@ -64,7 +68,7 @@ def plan(
     below_ceiling = sorted(node for node in live if counts[node] < ceiling)
     neediest = below_floor or below_ceiling
 
-    claimable = sorted(sid for sid, node in owners.items() if node is None or node not in live)
+    claimable = sorted(sid for sid, node in owners.items() if node is None or node not in alive)
     if mine < ceiling:
         room = min(ceiling - mine, batch)
         claim: list[str] = []
