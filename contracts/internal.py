@@ -67,6 +67,9 @@ class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
     # max payload). Actors older than this field would send only the caption: roll actors
     # out before the outbound-queue.
     media: Media | None = None
+    # The send journal's revision of its `accepted` record when queued: the actor's claim
+    # tries it first and saves a read (a moved record is simply read).
+    journal_revision: int | None = None
 
 
 class ExpiryCheck(msgspec.Struct):

@@ -14,10 +14,11 @@ async def journal(nc, settings) -> SendJournal:
 
 async def test_a_second_accept_of_an_id_returns_the_first_record(nc, settings) -> None:
     sends = await journal(nc, settings)
-    assert await sends.accept("alice", "m1", utcnow()) is None
-    again = await sends.accept("alice", "m1", utcnow())
-    assert again is not None and again.state == "accepted" and again.id == "m1"
-    assert await sends.accept("bob", "m1", utcnow()) is None  # ids are per session
+    first, revision = await sends.accept("alice", "m1", utcnow())
+    assert first is None and revision
+    again, same = await sends.accept("alice", "m1", utcnow())
+    assert again is not None and again.state == "accepted" and again.id == "m1" and same == revision
+    assert (await sends.accept("bob", "m1", utcnow()))[0] is None  # ids are per session
 
 
 async def test_only_one_of_many_concurrent_claims_wins(nc, settings) -> None:
@@ -27,6 +28,24 @@ async def test_only_one_of_many_concurrent_claims_wins(nc, settings) -> None:
     winners = [record for won, record in results if won]
     assert len(winners) == 1 and winners[0].state == "sending"
     assert all(record.state == "sending" for won, record in results if not won)
+
+
+async def test_a_claim_with_the_revision_from_intake_skips_the_read_unless_the_record_moved(nc, settings) -> None:
+    sends = await journal(nc, settings)
+    at = utcnow()
+    _, revision = await sends.accept("alice", "m5", at)
+    as_accepted = SendRecord(id="m5", state="accepted", accepted_at=at)
+    won, record = await sends.claim("alice", "m5", "t1", "n1", known=(as_accepted, revision))
+    assert won and record.token == "t1"
+    # Handed back after a failed attempt: the revision from intake is stale; the claim reads
+    # the record and keeps what the attempt taught (the attempt count).
+    await sends.settle("alice", SendRecord(id="m5", state="accepted", accepted_at=at, attempts=1))
+    won, record = await sends.claim("alice", "m5", "t2", "n2", known=(as_accepted, revision))
+    assert won and record.token == "t2" and record.attempts == 1
+    # A stale guess never wins over a state that moved on.
+    await sends.settle("alice", SendRecord(id="m5", state="sent", message_id="X"))
+    won, record = await sends.claim("alice", "m5", "t3", "n3", known=(as_accepted, revision))
+    assert not won and record.state == "sent"
 
 
 async def test_settled_sends_are_never_claimed_again(nc, settings) -> None:
@@ -51,7 +70,7 @@ async def test_a_send_handed_back_can_be_claimed_again(nc, settings) -> None:
 async def test_ids_are_free_text(nc, settings) -> None:
     sends = await journal(nc, settings)
     for weird in ("a b/c*>", "ü" * 128, "$KV.x"):
-        assert await sends.accept("alice", weird, utcnow()) is None
+        assert (await sends.accept("alice", weird, utcnow()))[0] is None
         assert (await sends.get("alice", weird))[0].id == weird
 
 

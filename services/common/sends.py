@@ -63,15 +63,15 @@ class SendJournal:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
-    async def accept(self, sid: str, send_id: str, at: datetime) -> SendRecord | None:
-        """Record a new send; returns the existing record instead when the id was seen."""
+    async def accept(self, sid: str, send_id: str, at: datetime) -> tuple[SendRecord | None, int | None]:
+        """Record a new send: (None, its revision); when the id was seen, (that record, its
+        revision) instead. The revision lets the first claim skip a read (`claim(known=)`)."""
         record = SendRecord(id=send_id, state="accepted", accepted_at=at)
         try:
-            await self._kv.create(send_key(sid, send_id), encode(record))
+            return None, await self._kv.create(send_key(sid, send_id), encode(record))
         except KeyWrongLastSequenceError:
             found = await self.get(sid, send_id)
-            return found[0] if found else None
-        return None
+            return found if found else (None, None)
 
     async def get(self, sid: str, send_id: str) -> tuple[SendRecord, int] | None:
         try:
@@ -83,21 +83,35 @@ class SendJournal:
         return _decoder.decode(entry.value), entry.revision
 
     async def claim(
-        self, sid: str, send_id: str, token: str, node: str, *, from_state: JournalState = "accepted"
+        self,
+        sid: str,
+        send_id: str,
+        token: str,
+        node: str,
+        *,
+        from_state: JournalState = "accepted",
+        known: tuple[SendRecord, int] | None = None,
     ) -> tuple[bool, SendRecord]:
         """Move a send from `from_state` to `sending`; (False, record) when it is elsewhere.
 
         `from_state="sending"` takes over an ambiguous send, for sessions whose policy says
-        to send those again.
+        to send those again. `known`: the record and revision as the caller last saw them
+        (tried first without a read; if the record moved since, it is read as usual).
         """
-        return await self.move(sid, send_id, from_state, "sending", token=token, node=node)
+        return await self.move(sid, send_id, from_state, "sending", known=known, token=token, node=node)
 
     async def move(
-        self, sid: str, send_id: str, from_state: JournalState, to_state: JournalState, **fields: object
+        self,
+        sid: str,
+        send_id: str,
+        from_state: JournalState,
+        to_state: JournalState,
+        known: tuple[SendRecord, int] | None = None,
+        **fields: object,
     ) -> tuple[bool, SendRecord]:
         """Compare-and-set from `from_state` to `to_state`; (False, record) when it is elsewhere."""
         while True:
-            found = await self.get(sid, send_id)
+            found, known = known or await self.get(sid, send_id), None
             try:
                 if found is None:  # accepted before the journal kept it (or its record expired)
                     if from_state != "accepted":

@@ -19,6 +19,7 @@ sends it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import time
@@ -96,19 +97,20 @@ class Intake:
         if req.media is not None:
             check_send(req, self._media_limits)
             check_fits(len(encode(self._queued(sid, req, now))), self._max_payload)
-        existing = await self._ledger.journal.accept(sid, req.id, now)
+        existing, revision = await self._ledger.journal.accept(sid, req.id, now)
         if existing is not None:
-            if existing.state == "accepted":
-                await self._enqueue(sid, req, existing.accepted_at or now)
+            if existing.state == "accepted":  # (its record may have changed: no revision)
+                await self._enqueue(sid, req, existing.accepted_at or now, None)
             return Ok(data=SendAccepted(id=req.id, duplicate=True))
         if await self.depth(sid, near=self._queue_limit) >= self._queue_limit:
             await self._ledger.journal.forget(sid, req.id)  # not accepted: a retry later is new
             raise ContractError(
                 "rate_limited", f"session {sid!r} already has {self._queue_limit} sends waiting; slow down"
             )
-        # `queued` goes out before the send can reach its actor, so no `sent` precedes it.
-        await self._ledger.event(sid, req.id, "queued")
-        await self._enqueue(sid, req, now)
+        # `queued` is written to the connection before the send itself and NATS handles one
+        # connection's messages in order, so no `sent` can precede it; neither waits for
+        # the other's acknowledgement.
+        await asyncio.gather(self._ledger.event(sid, req.id, "queued"), self._enqueue(sid, req, now, revision))
         return Ok(data=SendAccepted(id=req.id, duplicate=False))
 
     async def depth(self, sid: str, near: int) -> int:
@@ -126,7 +128,7 @@ class Intake:
         self._depths[sid] = (count + 1, read_at)
         return count
 
-    def _queued(self, sid: str, req: SendText, accepted_at: Any) -> QueuedSend:
+    def _queued(self, sid: str, req: SendText, accepted_at: Any, revision: int | None = None) -> QueuedSend:
         return QueuedSend(
             id=req.id,
             session_id=sid,
@@ -136,10 +138,11 @@ class Intake:
             send_at=req.send_at,
             expires_at=req.expires_at,
             media=req.media,
+            journal_revision=revision,
         )
 
-    async def _enqueue(self, sid: str, req: SendText, accepted_at: Any) -> None:
-        item = self._queued(sid, req, accepted_at)
+    async def _enqueue(self, sid: str, req: SendText, accepted_at: Any, revision: int | None) -> None:
+        item = self._queued(sid, req, accepted_at, revision)
         key = id_token(req.id)
         headers = {"Nats-Msg-Id": f"{sid}/{req.id}"}
         if req.expires_at is not None:

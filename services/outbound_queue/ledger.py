@@ -9,6 +9,8 @@ is derived from the send and the state, so a repeated step is stored once.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 from nats.js import JetStreamContext
 
@@ -59,8 +61,12 @@ class Ledger:
         )
 
     async def sent(self, sid: str, record: SendRecord, message_id: str) -> None:
-        await self.journal.note_message(sid, message_id, record.id)
-        await self.journal.settle(sid, msgspec.structs.replace(record, state="sent", message_id=message_id))
+        # Both go to the journal's one stream over one connection, stored in the order sent:
+        # the message index is there before `sent` is, without a round trip between them.
+        await asyncio.gather(
+            self.journal.note_message(sid, message_id, record.id),
+            self.journal.settle(sid, msgspec.structs.replace(record, state="sent", message_id=message_id)),
+        )
         await self.event(sid, record.id, "sent", message_id=message_id)
 
     async def release(self, sid: str, record: SendRecord, attempts: int) -> None:

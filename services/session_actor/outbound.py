@@ -182,7 +182,8 @@ class SendExecutor:
     async def _pace(self, msg: Any) -> None:
         """Hold the message until the pacer lets it go (pacing delays, it never drops)."""
         while True:
-            await self._holding(msg, self.actor.connected.wait())
+            if not self.actor.connected.is_set():
+                await self._holding(msg, self.actor.connected.wait())
             now = utcnow()
             midnight = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo) + timedelta(days=1)
             wait = self.pacer.delay(time.monotonic(), now.date(), (midnight - now).total_seconds())
@@ -199,7 +200,10 @@ class SendExecutor:
         """Make this send ours (`sending`), or settle a copy that is already past that."""
         node, sid = self.actor.node, self.actor.sid
         ledger = node.ledger
-        claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id)
+        known = None
+        if item.journal_revision is not None:  # as intake recorded it; tried without a read
+            known = (SendRecord(id=item.id, state="accepted", accepted_at=item.accepted_at), item.journal_revision)
+        claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id, known=known)
         if not claimed and record.state == "sending" and self.policy.resend_ambiguous:
             claimed, record = await ledger.journal.claim(
                 sid, item.id, self.actor.token, node.id, from_state="sending"
