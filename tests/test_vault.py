@@ -9,6 +9,7 @@ import pytest
 from bson import Binary
 
 from services.common.cluster import fence_token
+from services.common.config import Settings
 from services.session_actor import vault as v
 from services.session_actor.vault import CredentialVault, Keyring, VaultError, new_key_entry
 
@@ -140,3 +141,12 @@ def test_keyring_parsing_rejects_bad_entries() -> None:
         Keyring.parse("k1:AAAA")
     ring = Keyring.parse(f"{new_key_entry('a')},{new_key_entry('b')}")
     assert ring.active == "a" and set(ring.keys) == {"a", "b"}
+
+
+def test_an_empty_key_file_setting_means_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # WA_VAULT_KEY_FILE= (as a compose file or shell often leaves it) must not read "." as a key file.
+    monkeypatch.setenv("WA_VAULT_KEY_FILE", "")
+    settings = Settings()
+    assert settings.vault_key_file is None
+    (tmp_path / v.DEV_KEY_FILE).write_text(new_key_entry("dev"))
+    assert Keyring.load("", settings.vault_key_file, tmp_path).active == "dev"

@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     # Simulated recipients read every message this long after delivery (0: never by themselves).
     sim_read_after: float = 0.0
 
-    @field_validator("import_dir", mode="before")
+    @field_validator("import_dir", "vault_key_file", mode="before")
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value  # WA_IMPORT_DIR= must not mean "."

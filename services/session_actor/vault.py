@@ -19,6 +19,7 @@ One document per session in `credentials`:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import os
@@ -191,6 +192,16 @@ class CredentialVault:
     async def exists(self, sid: str) -> bool:
         return await self.collection.count_documents({"_id": sid, "versions.0": {"$exists": True}}, limit=1) > 0
 
+    # Compression, encryption and the SQLite check run in a worker thread: an aged store of
+    # 10 MB takes a few hundred milliseconds, which would stall every actor of the node.
+    def _open_checked(self, sid: str, meta: dict[str, Any], ciphertext: bytes) -> bytes:
+        store = open_sealed(self.keyring, sid, meta, ciphertext)
+        check_store(store, self.device_table)
+        return store
+
+    def _resealed(self, sid: str, meta: dict[str, Any], ciphertext: bytes) -> dict[str, Any]:
+        return seal(self.keyring, sid, meta["version"], open_sealed(self.keyring, sid, meta, ciphertext))
+
     async def restore(self, sid: str) -> Restored | None:
         """The newest sound version, or None when the session has no credentials."""
         doc = await self._reads.get(sid)
@@ -200,8 +211,7 @@ class CredentialVault:
         skipped: list[tuple[int, str]] = []
         for meta in versions:
             try:
-                store = open_sealed(self.keyring, sid, meta, await self._ciphertext(meta))
-                check_store(store, self.device_table)
+                store = await asyncio.to_thread(self._open_checked, sid, meta, await self._ciphertext(meta))
             except BadVersion as exc:
                 skipped.append((meta["version"], str(exc)))
                 continue
@@ -222,7 +232,7 @@ class CredentialVault:
         if doc is not None and doc.get("owner_token", "") > token:
             return None
         version = (doc or {}).get("next_version", 1)
-        sealed = seal(self.keyring, sid, version, store)
+        sealed = await asyncio.to_thread(seal, self.keyring, sid, version, store)
         ciphertext = sealed.pop("ciphertext")
         if len(ciphertext) > INLINE_LIMIT:
             sealed["gridfs_id"] = await self._blobs.upload_from_stream(
@@ -271,8 +281,7 @@ class CredentialVault:
                 if meta["key_id"] == self.keyring.active:
                     continue
                 sid = doc["_id"]
-                store = open_sealed(self.keyring, sid, meta, await self._ciphertext(meta))
-                resealed = seal(self.keyring, sid, meta["version"], store)
+                resealed = await asyncio.to_thread(self._resealed, sid, meta, await self._ciphertext(meta))
                 resealed["created_at"] = meta["created_at"]
                 ciphertext = resealed.pop("ciphertext")
                 if "gridfs_id" in meta:
