@@ -290,11 +290,14 @@ class Node:
             leaving=frozenset(node for node, lease in view.nodes.items() if lease.leaving),
         )
         if decision.claim:
+            # The claim must be a compare-and-set against the entry the decision saw: the view
+            # moves on while claims wait their turn, and a later revision may name a live owner.
+            decided = {sid: view.sessions[sid].revision for sid in decision.claim}
             limit = asyncio.Semaphore(CLAIM_CONCURRENCY)
 
             async def claim(sid: str) -> bool:
                 async with limit:
-                    return await self._claim(sid)
+                    return await self._claim(sid, decided[sid])
 
             won = await asyncio.gather(*(claim(sid) for sid in decision.claim))
             self.log.info("claimed sessions", claimed=sum(won), tried=len(decision.claim), owned=len(self.actors))
@@ -303,15 +306,15 @@ class Node:
         for sid in decision.release[: self.settings.rebalance_batch]:
             self.background.spawn(self._release(sid, "rebalancing to another node"))
 
-    async def _claim(self, sid: str) -> bool:
-        entry = self.cluster.view.sessions.get(sid)
-        if entry is None or not self.may_act():
+    async def _claim(self, sid: str, seen_revision: int) -> bool:
+        """Take `sid` if its entry is still the one at `seen_revision` (claimable then)."""
+        if not self.may_act():
             return False
         self._busy.add(sid)
         try:
-            revision = await self.kv.update(OWN + sid, encode(Ownership(node=self.id)), last=entry.revision)
+            revision = await self.kv.update(OWN + sid, encode(Ownership(node=self.id)), last=seen_revision)
         except KeyWrongLastSequenceError:
-            return False  # another node was faster
+            return False  # it changed since: another node was faster, or it has an owner
         finally:
             self._busy.discard(sid)
         self._start_actor(sid, revision)

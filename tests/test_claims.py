@@ -1,0 +1,82 @@
+"""A node's claims are compare-and-sets against the entries its placement decision saw.
+
+Regression: claims wait their turn (at most CLAIM_CONCURRENCY at once) while the node's view
+of the leases bucket moves on. A claim that re-read the entry when its turn came took a
+session another live node had claimed meanwhile: two owners, an overlapping connection at
+WhatsApp (the chaos run counted 8) until the fence stopped the older one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NatsClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from contracts.internal import NodeLease, Ownership
+from contracts.types import utcnow
+from services.common.bus import encode
+from services.common.cluster import NODE, OWN
+from services.common.config import Settings
+from services.session_actor import node as node_module
+from services.session_actor import placement
+from services.session_actor.adapters.sim import SimClientFactory
+from services.session_actor.node import Node
+from services.session_actor.vault import Keyring
+from tests.conftest import TEST_VAULT_KEYS
+from tests.support import wait_until
+
+
+async def test_a_session_claimed_by_a_live_node_meanwhile_is_not_taken(
+    nc: NatsClient, settings: Settings, db: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = Node(settings, nc, db, SimClientFactory(nc, settings), Keyring.parse(TEST_VAULT_KEYS))
+    await node.cluster.start()
+    assert node.cluster.kv is not None
+    kv = node.kv = node.cluster.kv
+    await node._register()
+    # Another live node, as the leases bucket shows it.
+    other = "other-node"
+    lease = NodeLease(node_id=other, host="elsewhere", pid=1, capacity=1000, started_at=utcnow())
+    await kv.put(NODE + other, encode(lease))
+    # More claimable sessions than claims run at once: the last one waits for its turn.
+    sids = [f"s{i:03d}" for i in range(node_module.CLAIM_CONCURRENCY + 1)]
+    for sid in sids:
+        await kv.create(OWN + sid, encode(Ownership()))
+    contested = sids[-1]
+    await wait_until(
+        lambda: other in node.cluster.view.nodes and all(s in node.cluster.view.sessions for s in sids),
+        what="the node's view of the bucket",
+    )
+    monkeypatch.setattr(placement, "plan", lambda **_: placement.Plan(claim=tuple(sids)))
+    # While the first claims are under way, the other node claims the last session.
+    real_update = kv.update
+    race_seen = asyncio.Event()
+    racing = False
+
+    async def update(key: str, value: bytes, last: int | None = None, **kw: Any) -> int:
+        nonlocal racing
+        if not race_seen.is_set() and key != OWN + contested:
+            if not racing:
+                racing = True
+                seen = node.cluster.view.sessions[contested].revision
+                await real_update(OWN + contested, encode(Ownership(node=other)), last=seen)
+                await wait_until(
+                    lambda: node.cluster.view.sessions[contested].owner.node == other, what="the race seen"
+                )
+                race_seen.set()
+            await race_seen.wait()  # no claim finishes (so the waiting one starts) before that
+        return await real_update(key, value, last=last, **kw)
+
+    monkeypatch.setattr(kv, "update", update)
+    try:
+        await node._place()
+        owners = {sid: (await kv.get(OWN + sid)).value for sid in sids}
+        assert owners[contested] == encode(Ownership(node=other))  # not taken from its live owner
+        assert all(owners[sid] == encode(Ownership(node=node.id)) for sid in sids[:-1])
+    finally:
+        node._abort_all()
+        await asyncio.gather(*(a.finished.wait() for a in list(node.actors.values())))
+        await node.cluster.stop()
