@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import Bench, Report, pair_many, system
+from bench.harness import Bench, Report, host_speed_ms, pair_many, system
 from services.common.bus import encode
 from services.common.sends import SendJournal
 from tests.support import call_ok, wait_until
@@ -178,7 +178,7 @@ async def run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_eve
     # they get, so every send can reach a terminal state.
     async with system("chaos", nodes=nodes, pacing_enabled=False, sim_read_after=0.2) as bench:
         result = await chaos(bench, sessions, sends, names, kill_every, settle=300.0)
-    report.add(**result.row())
+    report.add(**result.row(), host_speed_ms=host_speed_ms())
     for violation in result.violations[:50]:
         print("  VIOLATION", violation)
     report.save()

@@ -50,7 +50,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_PURGE
 from pymongo import AsyncMongoClient
 
-from bench.harness import RESULTS, Bench, Report, percentiles, system
+from bench.harness import RESULTS, Bench, Report, host_speed_ms, percentiles, system
 from services.common.cluster import NODE, OWN
 from tests.support import call, call_ok
 
@@ -1006,7 +1006,12 @@ async def run(
     product defaults."""
     report = Report(name)
     started = time.time()
-    print(f"failover benchmark: {sessions} sessions on {nodes} nodes; load average {load()}", flush=True)
+    speed = host_speed_ms()
+    print(
+        f"failover benchmark: {sessions} sessions on {nodes} nodes; load average {load()}; "
+        f"host speed {speed} ms (fixed workload; lower is faster)",
+        flush=True,
+    )
     async with system(name, nodes=nodes, **(overrides or {})) as bench:
         settings = bench.settings
         print(
@@ -1040,7 +1045,7 @@ async def run(
             )
         }
         small = min(small, sessions)
-        setup: dict[str, Any] = {"load_before": load()}
+        setup: dict[str, Any] = {"load_before": load(), "host_speed_ms": speed}
 
         # -- setup and the steady windows (small, then full) ------------------------------
         setup[f"pair_{small}_s"] = await pair_timed(ctx, sids[:small], pair_concurrency, setup)
@@ -1127,7 +1132,10 @@ async def run(
     for scenario, lag in ctx.details.get("loop_lag", {}).items():
         print(f"  {scenario:18} node loop lag max (ms): {lag['max_loop_lag_ms']}")
     print(f"\nsetup (not a result): {json.dumps({k: v for k, v in setup.items()}, default=str)}")
-    print(f"whole run {ctx.details['elapsed_s']:.0f}s; load average at the end {load()}")
+    print(
+        f"whole run {ctx.details['elapsed_s']:.0f}s; load average at the end {load()}; "
+        f"host speed {speed} ms at the start, {host_speed_ms()} ms at the end"
+    )
     if ctx.findings:
         print("\nFINDINGS:")
         for finding in ctx.findings:

@@ -89,6 +89,17 @@ async def pair_many(bench: Bench, sids: list[str], concurrency: int = 32) -> Non
     await asyncio.gather(*(one(sid) for sid in sids))
 
 
+def host_speed_ms() -> float:
+    """A fixed pure-Python workload, timed (best of 3): this machine is a VM whose speed
+    varies with its neighbours, so results are only comparable next to this number."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        sum(i * i for i in range(2_000_000))
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     """p50/p99/max of a sample, in the sample's unit."""
     ordered = sorted(values)

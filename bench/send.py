@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from bench.harness import Bench, Report, pair_many, percentiles, system
+from bench.harness import Bench, Report, host_speed_ms, pair_many, percentiles, system
 from services.common.bus import encode
 
 TEXT = "x" * 120  # with the envelope, about the size of a real QueuedSend
@@ -140,6 +140,7 @@ async def run(sessions: int = 20, messages: int = 3000, in_flight: int = 64) -> 
                 intake_answer_p50_ms=ours["intake_p50_ms"],
                 raw_p50_ms=raw["p50_ms"],
                 raw_p99_ms=raw["p99_ms"],
+                host_speed_ms=host_speed_ms(),
             )
     report.save()
     return report
