@@ -78,10 +78,21 @@ async def pair_many(bench: Bench, sids: list[str], concurrency: int = 32) -> Non
     s = bench.settings.subjects
     limit = asyncio.Semaphore(concurrency)
 
+    async def pair(sid: str) -> None:
+        # As the contract says: a session between owners (new sessions are being spread over
+        # the nodes meanwhile) answers session_unavailable; retry.
+        for _ in range(20):
+            reply = await call(bench.nc, s.session(sid, "pair"), {"method": "qr"}, timeout=30)
+            if reply.ok:
+                return
+            assert reply.error is not None and reply.error.code == "session_unavailable", reply.error
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"{sid}: still between owners after 20 pair attempts")
+
     async def one(sid: str) -> None:
         async with limit:
             await call_ok(bench.nc, s.session_create, {"session_id": sid})
-            await call_ok(bench.nc, s.session(sid, "pair"), {"method": "qr"}, timeout=30)
+            await pair(sid)
             await bench.tap.wait_for(sid, "status", lambda e: bool(e.get("qr")), timeout=60)
             await call_ok(bench.nc, s.sim(sid, "scan"), {})
             await bench.tap.wait_state(sid, "connected", timeout=120)
