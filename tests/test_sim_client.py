@@ -287,6 +287,30 @@ async def test_a_connection_without_keepalives_dies_and_is_no_overlap(harness: H
     await first_events.next(machine.Disconnected)
 
 
+async def test_a_node_without_a_valid_lease_keeps_no_connection_alive(harness: Harness) -> None:
+    lease_valid = True
+    node = SimClientFactory(harness.nc, harness.settings)
+    await node.start(lambda: lease_valid)
+    harness.factories.append(node)
+    first, first_events = await harness.client("bella", factory=node)
+    await first.connect()
+    await first_events.next(machine.QrShown)
+    await call_ok(harness.nc, harness.settings.subjects.sim("bella", "scan"))
+    await first_events.next(machine.Connected)
+    # Kept alive past the timeout while the lease is valid...
+    await asyncio.sleep(harness.settings.sim_keepalive_timeout + 0.5)
+    assert first_events.of(machine.Disconnected) == []
+    copy_store(first, harness, "bella-copy")
+    # ...and left to expire once it is not: a node waking from a stall refreshes nothing.
+    lease_valid = False
+    await asyncio.sleep(harness.settings.sim_keepalive_timeout + 0.5)
+    second, second_events = await harness.client("bella", store="bella-copy", factory=await harness.factory())
+    await second.connect()
+    await second_events.next(machine.Connected)
+    assert (await stats(harness.nc, harness.settings, "bella")).overlaps == 0
+    assert first_events.of(machine.StreamReplaced) == []
+
+
 async def test_keepalive_failures_are_reported_and_their_end_too(harness: Harness, wasim: SimServer) -> None:
     _, events = await harness.paired("alice")
     await wasim.pause("keepalive")

@@ -111,7 +111,7 @@ class Node:
     async def start(self) -> None:
         self.store_root.mkdir(parents=True, exist_ok=True)
         self._clean_old_stores()
-        await self.factory.start()
+        await self.factory.start(self.may_act)
         self.ledger = Ledger(self.js, self.subjects, SendJournal(await self.js.key_value(self.subjects.sends_bucket)))
         await self.cluster.start()
         assert self.cluster.kv is not None

@@ -172,8 +172,14 @@ class ClientFactory(abc.ABC):
 
     device_table: ClassVar[str]
 
-    async def start(self) -> None:  # noqa: B027 - optional hook
-        """Acquire shared resources (threads, transport); called once per node."""
+    async def start(self, may_act: Callable[[], bool] = lambda: True) -> None:  # noqa: B027 - optional hook
+        """Acquire shared resources (threads, transport); called once per node.
+
+        `may_act` says whether the node may still act as an owner (its lease is valid). A
+        factory that keeps connections alive on the node's behalf must stop as soon as it
+        says no: a node that wakes from a long stall must not refresh connections that
+        other nodes are about to replace.
+        """
 
     async def stop(self) -> None:  # noqa: B027 - optional hook
         """Release shared resources; every client is closed before this is called."""

@@ -999,7 +999,10 @@ class NeonizeClientFactory(ClientFactory):
         self._poller: asyncio.Task[None] | None = None
         self._restore_stdout: Callable[[], None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, may_act: Callable[[], bool] = lambda: True) -> None:
+        # whatsmeow keeps its connections alive in Go, out of our reach: a stalled node's
+        # connection stays up, and WhatsApp replaces it when the next owner connects
+        # (stream replaced, which the actor answers by checking ownership).
         if self.loop is not None:
             return
         # Trap: neonize calls logging.basicConfig on import; it is imported only now, after

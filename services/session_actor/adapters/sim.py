@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -369,8 +369,10 @@ class SimClientFactory(ClientFactory):
         self.settings = settings
         self._open: dict[str, SimClient] = {}  # open connections of this node
         self._keepalive: asyncio.Task[None] | None = None
+        self._may_act: Callable[[], bool] = lambda: True
 
-    async def start(self) -> None:
+    async def start(self, may_act: Callable[[], bool] = lambda: True) -> None:
+        self._may_act = may_act
         self._keepalive = asyncio.create_task(self._keepalive_loop(), name="sim-keepalive")
 
     async def stop(self) -> None:
@@ -397,7 +399,9 @@ class SimClientFactory(ClientFactory):
         failing = False
         while True:
             await asyncio.sleep(interval)
-            if not self._open:
+            # Without a valid lease the connections are left to expire at the server within
+            # the keepalive timeout, before the lease can expire and another node connect.
+            if not self._open or not self._may_act():
                 continue
             try:
                 failing = await self._keepalive_round(interval, failing)
