@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -32,7 +33,7 @@ def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncD
     return client, client[settings.mongo_db]
 
 
-class _Batched(Generic[Request]):
+class _Batched(abc.ABC, Generic[Request]):
     """Requests made concurrently by many tasks, carried out together.
 
     The first request starts a flush at once; requests made while a flush is in flight
@@ -55,8 +56,9 @@ class _Batched(Generic[Request]):
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             await self._run(batch)
 
+    @abc.abstractmethod
     async def _run(self, batch: list[Request]) -> None:
-        raise NotImplementedError
+        """Carry out one batch and resolve every request's future (also on failure)."""
 
 
 @dataclass
