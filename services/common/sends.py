@@ -59,6 +59,12 @@ def message_key(sid: str, message_id: str) -> str:
     return f"{sid}.m.{id_token(message_id)}"
 
 
+def accepted_record(send_id: str, at: datetime) -> SendRecord:
+    """The record intake writes for a new send (and all a claim may assume of it at that
+    revision)."""
+    return SendRecord(id=send_id, state="accepted", accepted_at=at)
+
+
 class SendJournal:
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
@@ -66,9 +72,8 @@ class SendJournal:
     async def accept(self, sid: str, send_id: str, at: datetime) -> tuple[SendRecord | None, int | None]:
         """Record a new send: (None, its revision); when the id was seen, (that record, its
         revision) instead. The revision lets the first claim skip a read (`claim(known=)`)."""
-        record = SendRecord(id=send_id, state="accepted", accepted_at=at)
         try:
-            return None, await self._kv.create(send_key(sid, send_id), encode(record))
+            return None, await self._kv.create(send_key(sid, send_id), encode(accepted_record(send_id, at)))
         except KeyWrongLastSequenceError:
             found = await self.get(sid, send_id)
             return found if found else (None, None)

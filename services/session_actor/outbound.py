@@ -35,7 +35,7 @@ from contracts.queue import SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
 from services.common.media import MediaLimits
-from services.common.sends import SendRecord
+from services.common.sends import SendRecord, accepted_record
 from services.outbound_queue.policy import Pacer, expired
 from services.session_actor import media as media_files
 from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
@@ -202,7 +202,7 @@ class SendExecutor:
         ledger = node.ledger
         known = None
         if item.journal_revision is not None:  # as intake recorded it; tried without a read
-            known = (SendRecord(id=item.id, state="accepted", accepted_at=item.accepted_at), item.journal_revision)
+            known = (accepted_record(item.id, item.accepted_at), item.journal_revision)
         claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id, known=known)
         if not claimed and record.state == "sending" and self.policy.resend_ambiguous:
             claimed, record = await ledger.journal.claim(
