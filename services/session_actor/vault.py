@@ -25,10 +25,9 @@ import hashlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import zstandard
 from bson import Binary
@@ -40,9 +39,9 @@ from pymongo.errors import DuplicateKeyError
 
 from contracts.types import utcnow
 from services.common.mongo import GroupCommit, GroupRead
+from services.common.offload import off_loop_if_large
 
 KEEP_VERSIONS = 3
-T = TypeVar("T")
 # Where `make run` keeps a generated key (local development only), under WA_DATA_DIR.
 DEV_KEY_FILE = "vault.keys"
 INLINE_LIMIT = 4 * 1024 * 1024
@@ -168,17 +167,6 @@ def check_store(store: bytes, device_table: str) -> None:
 
 # -------------------------------------------------------------------------- vault
 
-# Compressing, encrypting and checking an aged store (~10 MB) takes a few hundred
-# milliseconds: that runs in a worker thread so the node's other actors are not stalled. A
-# fresh store (~200 KB) takes about a millisecond and stays on the loop, where it costs less
-# than a thread hop (and, on a takeover of hundreds, does not queue on the small default
-# executor of a simulator node).
-OFF_LOOP_BYTES = 1 << 20
-
-
-async def _off_loop_if_large(size: int, work: Callable[..., T], *args: Any) -> T:
-    return await asyncio.to_thread(work, *args) if size > OFF_LOOP_BYTES else work(*args)
-
 
 
 @dataclass
@@ -224,7 +212,7 @@ class CredentialVault:
         for meta in versions:
             try:
                 ciphertext = await self._ciphertext(meta)
-                store = await _off_loop_if_large(len(ciphertext), self._open_checked, sid, meta, ciphertext)
+                store = await off_loop_if_large(len(ciphertext), self._open_checked, sid, meta, ciphertext)
             except BadVersion as exc:
                 skipped.append((meta["version"], str(exc)))
                 continue
@@ -245,7 +233,7 @@ class CredentialVault:
         if doc is not None and doc.get("owner_token", "") > token:
             return None
         version = (doc or {}).get("next_version", 1)
-        sealed = await _off_loop_if_large(len(store), seal, self.keyring, sid, version, store)
+        sealed = await off_loop_if_large(len(store), seal, self.keyring, sid, version, store)
         ciphertext = sealed.pop("ciphertext")
         if len(ciphertext) > INLINE_LIMIT:
             sealed["gridfs_id"] = await self._blobs.upload_from_stream(

@@ -35,6 +35,7 @@ from contracts.envelope import ContractError
 from contracts.types import utcnow
 from services.common.bus import request
 from services.common.config import Settings
+from services.common.offload import off_loop_if_large
 from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientFactory,
@@ -233,9 +234,7 @@ class SimClient(WhatsAppClient):
             kind=media.kind,  # type: ignore[arg-type]
             mime=media.mime,
             size=len(media.data),
-            sha256=await asyncio.to_thread(_sha256, media.data)
-            if len(media.data) > 1 << 20
-            else _sha256(media.data),
+            sha256=await off_loop_if_large(len(media.data), _sha256, media.data),
             filename=media.filename,
             caption=media.caption,
         )
