@@ -210,6 +210,30 @@ def test_graceful_stop_flushes_credentials_and_reports_a_live_session_as_disconn
     assert reports(effects) == [m.Report("disconnected", reason="moving to another node", jid="1@s.whatsapp.net")]
 
 
+def test_a_session_moved_while_pairing_keeps_pairing_on_its_next_owner() -> None:
+    old = new()
+    old.handle(m.Start(0, has_credentials=False))
+    old.handle(m.PairRequested(1, phone="15550001111"))
+    [stop_report] = reports(old.handle(m.StopRequested(2, "moving to another node")))
+    assert stop_report.state == "pairing" and "next owner" in (stop_report.reason or "")
+
+    successor = new()
+    effects = successor.handle(
+        m.Start(3, has_credentials=False, previous_state="pairing", pairing_for=30.0, pairing_phone="15550001111")
+    )
+    # A fresh connection for a new code, for what is left of the pairing timeout.
+    assert m.Connect() in effects and m.StartTimer("pairing_timeout", 150.0) in effects
+    assert successor.state == "pairing" and successor.pending_phone == "15550001111"
+    assert reports(effects)[0].reason == "pairing resumed by a new owner"
+    assert m.RequestPairCode("15550001111") in successor.handle(m.QrShown(4, "code-1"))
+
+
+def test_a_pairing_that_timed_out_while_between_owners_is_not_resumed() -> None:
+    sm = new()
+    effects = sm.handle(m.Start(0, has_credentials=False, previous_state="pairing", pairing_for=181.0))
+    assert sm.state == "created" and effects == [m.Report("created")]
+
+
 def test_graceful_stop_of_an_idle_session_reports_nothing() -> None:
     sm = new()
     sm.handle(m.Start(0, has_credentials=False))

@@ -34,11 +34,14 @@ def proc_of(node_id: str) -> str:
     return node_id.rsplit("-", 1)[0]
 
 
-async def all_connected(nc, settings, count: int = SESSIONS, avoid: str | None = None) -> list[dict]:
+async def all_connected(
+    nc, settings, count: int = SESSIONS, avoid: str | None = None, besides: str | None = None
+) -> list[dict]:
+    """Every session but `besides` connected, on nodes other than `avoid`."""
     seen: list[list[dict]] = []
 
     async def check() -> list[dict] | None:
-        listed = await sessions(nc, settings)
+        listed = [s for s in await sessions(nc, settings) if s["session_id"] != besides]
         seen[:] = [listed]
         ok = len(listed) == count and all(
             s["state"] == "connected" and (avoid is None or proc_of(s["node"]) != avoid) for s in listed
@@ -93,17 +96,29 @@ async def test_kill_9_moves_every_session_of_the_dead_node(cluster, stack, nc, s
 
 
 async def test_sigterm_hands_sessions_off_at_once(cluster, stack, nc, settings) -> None:
+    # One more session, showing its QR code to nobody yet: its pairing must move too.
+    s = settings.subjects
+    await call_ok(nc, s.session_create, {"session_id": "unscanned"})
+    await call_ok(nc, s.session("unscanned", "pair"), {"method": "qr"}, timeout=30)
+    first_qr = await cluster.wait_for("unscanned", "status", lambda e: bool(e.get("qr")), timeout=30)
+    leaving = proc_of(first_qr["node"])
     listed = await sessions(nc, settings)
-    leaving = proc_of(listed[0]["node"])
-    moved = [s["session_id"] for s in listed if proc_of(s["node"]) == leaving]
+    moved = [s["session_id"] for s in listed if proc_of(s["node"] or "") == leaving and s["session_id"] != "unscanned"]
     started = time.monotonic()
     stack.procs[leaving].signal(15)
-    await all_connected(nc, settings, avoid=leaving)
+    await all_connected(nc, settings, avoid=leaving, besides="unscanned")
     handoff = time.monotonic() - started
     assert handoff < settings.lease_ttl, f"handoff took {handoff:.1f}s: it must not wait for lease expiry"
     assert stack.procs[leaving].wait(10) == 0
     for sid in moved:
         assert any("shutdown" in (e.get("reason") or "") for e in cluster.of(sid, "status"))
+
+    resumed = await cluster.wait_for(
+        "unscanned", "status", lambda e: bool(e.get("qr")) and proc_of(e["node"]) != leaving, timeout=15
+    )
+    await call_ok(nc, s.sim("unscanned", "scan"), {})
+    connected = await cluster.wait_state("unscanned", "connected", timeout=15)
+    assert connected["node"] == resumed["node"]
     assert await overlaps(nc, settings) == 0
 
 

@@ -68,9 +68,16 @@ class SessionStore:
         reason: str | None,
         jid: str | None,
         node: str | None,
+        pairing_phone: str | None = None,
     ) -> bool:
-        """Write the owner's state; False when a newer owner holds the session (or it is gone)."""
-        fields = {"state": state, "since": since, "reason": reason, "node": node, "owner_token": token}
+        """Write the owner's state; False when a newer owner holds the session (or it is gone).
+
+        `pairing_phone` (a pair code's phone, while pairing) lets a next owner resume pairing.
+        """
+        fields = {
+            "state": state, "since": since, "reason": reason, "node": node, "owner_token": token,
+            "pairing_phone": pairing_phone if state == "pairing" else None,
+        }  # fmt: skip
         if jid is not None or state in ("logged_out", "created"):
             fields["jid"] = jid
         return await self._writes.update(

@@ -47,6 +47,9 @@ log = structlog.get_logger(__name__)
 # A burst of store writes (key rotation, message sessions) becomes one snapshot.
 SNAPSHOT_DEBOUNCE = 2.0
 PAIR_CODE_TIMEOUT = 30.0
+# Internal error code (actor subjects only): the command reached an actor that is handing its
+# session over, so the API asks the next owner instead of failing the user's request.
+MOVING = "session_moving"
 
 
 @dataclass
@@ -159,7 +162,13 @@ class SessionActor:
                 fallback_note = f"credentials restored from version {self.restored.version}: {fallback_note}"
         self.client = node.factory.create(self.sid, node.store_path(self.sid), self.emit, time.monotonic)
         self.sender.start()
-        start = m.Start(time.monotonic(), self.restored is not None, previous_state=doc["state"])
+        start = m.Start(
+            time.monotonic(),
+            self.restored is not None,
+            previous_state=doc["state"],
+            pairing_for=(utcnow() - self.since).total_seconds() if self.state == "pairing" else None,
+            pairing_phone=doc.get("pairing_phone"),
+        )
         effects = self.machine.handle(start)
         if fallback_note:
             effects = [
@@ -247,6 +256,7 @@ class SessionActor:
             reason=report.reason,
             jid=report.jid,
             node=self.node.id,
+            pairing_phone=self.machine.pending_phone,
         )
         if not accepted:
             self.log.warning("status write refused: a newer owner holds the session")
@@ -437,7 +447,7 @@ class SessionActor:
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if isinstance(item, Command) and not item.done.done():
-                item.done.set_exception(unavailable("session is moving to another node; retry"))
+                item.done.set_exception(ContractError(MOVING, "session is moving to another node"))
 
     def _may_act(self) -> bool:
         return self.node.may_act() and not self.finished.is_set()

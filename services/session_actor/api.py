@@ -36,6 +36,7 @@ from services.common.api import request_router, strict
 from services.common.bus import encode, new_id, request
 from services.common.cluster import OWN
 from services.common.sessions import session_view
+from services.session_actor.actor import MOVING
 from services.session_actor.node import Node
 from services.session_actor.outbound import consumer_name
 from services.session_actor.registration import register
@@ -129,11 +130,13 @@ class SessionApi:
             try:
                 return await request(node.nc, node.subjects.actor(sid, op), body, timeout=ACTOR_TIMEOUT)
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-                if time.monotonic() >= deadline:
-                    raise unavailable(
-                        f"session {sid!r} has no running owner right now (moving between nodes, "
-                        "or every node is at capacity); retry later"
-                    ) from None
+                why = "has no running owner right now (moving between nodes, or every node is at capacity)"
+            except ContractError as exc:
+                if exc.code != MOVING:
+                    raise
+                why = "is moving to another node"
+            if time.monotonic() >= deadline:
+                raise unavailable(f"session {sid!r} {why}; retry later")
             await asyncio.sleep(0.2)
 
 

@@ -35,6 +35,10 @@ class Start:
     # What the session was before this owner took it (so an unpaired session stays
     # `created` and a logged-out one stays `logged_out`).
     previous_state: str = "created"
+    # A session that moved while pairing: how long ago its pairing began, and the phone a
+    # pair code was asked for. The new owner resumes it for what is left of the timeout.
+    pairing_for: float | None = None
+    pairing_phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,10 @@ class ConnectionMachine:
         self.has_credentials = e.has_credentials
         if e.has_credentials:
             return self._dial(reason=None)
+        if e.previous_state == "pairing" and e.pairing_for is not None:
+            left = self.policy.pairing_timeout - e.pairing_for
+            if left > 0:
+                return self._pair(e.pairing_phone, left, reason="pairing resumed by a new owner")
         self.idle_state = e.previous_state if e.previous_state in ("logged_out", "stopped") else "created"
         self.phase = "idle"
         # A new owner of an idle session has nothing new to say.
@@ -325,16 +333,19 @@ class ConnectionMachine:
 
     def _on_PairRequested(self, e: PairRequested) -> list[Effect]:
         # The actor refuses pair requests for linked sessions before they get here.
+        return self._pair(e.phone, self.policy.pairing_timeout)
+
+    def _pair(self, phone: str | None, timeout: float, reason: str | None = None) -> list[Effect]:
         self.phase = "pairing"
-        self.pending_phone = e.phone
+        self.pending_phone = phone
         self.pair_code_requested = False
         self.qr_shown = False
         self.attempt = 0
         return [
             Disconnect(),
             Connect(),
-            StartTimer("pairing_timeout", self.policy.pairing_timeout),
-            Report("pairing"),
+            StartTimer("pairing_timeout", timeout),
+            Report("pairing", reason=reason),
         ]
 
     def _on_QrShown(self, e: QrShown) -> list[Effect]:
@@ -470,7 +481,10 @@ class ConnectionMachine:
         if self.has_credentials and self.phase not in ("logged_out",):
             effects.append(SnapshotCredentials())
         effects.append(Disconnect())
-        if was_live:
+        if self.phase == "pairing":
+            # Still pairing as far as the user is concerned: the next owner resumes it.
+            effects.append(Report("pairing", reason=f"{e.reason}; a new code follows from the next owner"))
+        elif was_live:
             effects.append(Report("disconnected", reason=e.reason, jid=self.jid))
         self.phase = "stopped"
         return effects
