@@ -246,12 +246,13 @@ class DevStack:
             start_new_session=True,
         )
 
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """Ctrl-C, as a user would press it."""
+    async def stop(self, timeout: float = 60.0) -> int | None:
+        """Ctrl-C, as a user would press it (waited for off the loop: the test's NATS client
+        must keep answering the server's pings meanwhile)."""
         assert self.popen is not None
         os.killpg(self.popen.pid, signal.SIGINT)
         try:
-            return self.popen.wait(timeout)
+            return await asyncio.to_thread(self.popen.wait, timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.popen.pid, signal.SIGKILL)
             return None

@@ -46,7 +46,7 @@ async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_pa
         messages = await wait_until(stored, what="the message in history")
         assert messages[0]["message_id"] == inbound["message_id"]
     finally:
-        code = stack.stop()
+        code = await stack.stop()
     assert code is not None, "make run did not stop on Ctrl-C:\n" + stack.logs()[-3000:]
 
     # Everything stopped. Start again: the session comes back without pairing.
@@ -57,7 +57,7 @@ async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_pa
         assert back["state"] == "connected"
         assert "pairing" not in tap.states("demo")[seen:]
     finally:
-        stack.stop()
+        await stack.stop()
     await tap.stop()
 
 

@@ -44,6 +44,8 @@ def dev_vault_key(data_dir: Path) -> Path:
 @app.command()
 def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> None:
     """Start the embedded servers (unless configured) and every service."""
+    # Service logs reach a pipe or file as they happen, not in 8 KB blocks.
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = Settings()
     data_dir = settings.data_dir.resolve()
     env = {k: v for k, v in os.environ.items()}
