@@ -48,6 +48,9 @@ async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_pa
     finally:
         code = await stack.stop()
     assert code is not None, "make run did not stop on Ctrl-C:\n" + stack.logs()[-3000:]
+    # The node stops first, while the services its handoff talks to still answer.
+    stops = [line.split("|")[1].split()[0] for line in stack.logs().splitlines() if "stopped (rc=" in line]
+    assert stops[0] == "session-actor.1" and len(stops) == 5, stops
 
     # Everything stopped. Start again: the session comes back without pairing.
     seen = len(tap.of("demo", "status"))

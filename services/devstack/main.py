@@ -2,14 +2,17 @@
 
 Starts nats-server and the MongoDB-compatible dev server (data under WA_DATA_DIR, default
 .data/) unless WA_NATS_URL / WA_MONGO_URL are set, then every service as its own process
-under honcho, with logs prefixed by service name. Ctrl-C stops the services first (they
-hand off sessions and flush credentials) and the servers last.
+under honcho, with logs prefixed by service name. Ctrl-C stops the session-actor nodes
+first (they hand off sessions and flush credentials), then the other services, and the
+servers last.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import honcho.manager
@@ -29,6 +32,38 @@ SERVICES = {
 }
 # Graceful session handoff can take longer than honcho's default 5 s.
 honcho.manager.KILL_WAIT = 60
+NODE = "session-actor."
+
+
+class NodesFirst(honcho.manager.Manager):
+    """Stops the session-actor nodes first and everything else once they are gone.
+
+    A node's graceful stop (close connections at the simulator, flush credentials, final
+    status events) needs the other services answering; honcho's stop-all-at-once had the
+    simulator shutting down under a node still waiting for its disconnects.
+    """
+
+    def terminate(self) -> None:
+        if self._terminating:
+            return
+        self._terminating = True
+        threading.Thread(target=self._stop_in_order, name="stop-in-order", daemon=True).start()
+
+    def _running(self, nodes: bool) -> dict[str, int]:
+        return {
+            name: p["pid"]
+            for name, p in list(self._processes.items())
+            if name.startswith(NODE) == nodes and "pid" in p and "returncode" not in p
+        }
+
+    def _stop_in_order(self) -> None:
+        for pid in self._running(nodes=True).values():
+            self._procmgr.terminate(pid)
+        deadline = time.monotonic() + honcho.manager.KILL_WAIT
+        while self._running(nodes=True) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the loop records each stop; past the deadline it kills them
+        for pid in self._running(nodes=False).values():
+            self._procmgr.terminate(pid)
 
 
 def dev_vault_key(data_dir: Path) -> Path:
@@ -63,12 +98,12 @@ def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> No
         env["PYTHONUNBUFFERED"] = "1"
         for server in servers:
             typer.echo(f"{server.name}: {server.url} (data in {data_dir}, log {server.log_path})")
-        manager = honcho.manager.Manager()
+        manager = NodesFirst()
         for name, module in SERVICES.items():
             manager.add_process(name, f"{sys.executable} -m {module}", env=env)
         for i in range(nodes):
             node_env = {**env, "WA_NODE_NAME": env.get("WA_NODE_NAME", f"node{i + 1}")}
-            manager.add_process(f"session-actor.{i + 1}", f"{sys.executable} -m services.session_actor", env=node_env)
+            manager.add_process(f"{NODE}{i + 1}", f"{sys.executable} -m services.session_actor", env=node_env)
         typer.echo(f"health: http://{settings.health_host}:{settings.health_port}/healthz   CLI: .venv/bin/wactl --help")
         manager.loop()
         code = manager.returncode or 0
