@@ -7,6 +7,7 @@ Exit status: 0 done, 1 an error reply or a failed outcome (pairing stopped, send
 
 import asyncio
 import base64
+import contextlib
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -81,6 +82,7 @@ EXIT_ERROR = 1
 EXIT_UNREACHABLE = 3
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
+CLOSE_TIMEOUT = 2.0
 
 # The table that holds the linked device in each adapter's store (see adapters/*.py); named
 # here so that `creds rotate-key` never has to import an adapter (neonize loads a Go library).
@@ -192,10 +194,10 @@ class Gateway:
 
     async def close(self) -> None:
         self._closing = True
-        try:
-            await self.nc.close()
-        except Exception:
-            pass
+        # A command that is done (or interrupted) ends even if the server stopped reading.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.nc.close()
 
     async def call(self, subject: str, body: Any = None, timeout: float | None = None) -> Any:
         """A v1 request: `data` of an ok reply; ContractError for an error reply."""
