@@ -8,6 +8,7 @@ engine answers, and is skipped with the reason otherwise.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,13 @@ from services.session_actor.vault import new_key_entry
 from tests.support import Stack
 
 TEST_VAULT_KEYS = new_key_entry("test1")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl-C on the processes they start (`make run`, `wactl events`). Started
+    in the background by a shell (`make test &`), this process and its children would ignore
+    SIGINT (POSIX shells ignore it for `&` jobs): restore the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass(frozen=True)
