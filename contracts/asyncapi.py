@@ -17,6 +17,7 @@ import msgspec
 from pydantic_core import core_schema
 
 import contracts
+from contracts.schema import tidy
 from contracts.sending import SCHEMA_EXTRAS
 
 
@@ -36,7 +37,7 @@ def json_schema(type_: Any) -> dict[str, Any]:
     for name, extra in SCHEMA_EXTRAS.items():
         if name in components:
             components[name] = {**components[name], **extra}
-    return _inline(top, components)
+    return tidy(_inline(top, components))
 
 
 def _pydantic_schema(cls: type, source: Any, handler: Any) -> core_schema.CoreSchema:

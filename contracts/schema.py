@@ -5,6 +5,7 @@ Run: `python -m contracts.schema docs/contract-v1.schema.json` (also `make schem
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -34,6 +35,19 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
 }
 
 
+def tidy(schema: Any) -> Any:
+    """The schema with every description dedented: msgspec's own dedenting of docstrings
+    changed in 0.23, and the committed documents must not depend on its version."""
+    if isinstance(schema, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str) else tidy(value)
+            for key, value in schema.items()
+        }
+    if isinstance(schema, list):
+        return [tidy(value) for value in schema]
+    return schema
+
+
 def document() -> dict[str, Any]:
     types = [Err, *(t for pair in MESSAGES.values() for t in pair if t is not None)]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
@@ -47,12 +61,12 @@ def document() -> dict[str, Any]:
         if reply is not None:
             entry["reply"] = {"oneOf": [next(found), error]}
         subjects[subject] = entry
-    return {
+    return tidy({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "WhatsApp session gateway, public NATS contract v1",
         "subjects": subjects,
         "$defs": components,
-    }
+    })
 
 
 if __name__ == "__main__":
