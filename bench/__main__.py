@@ -30,6 +30,14 @@ def failover(
 
 
 @app.command()
+def devdb(sessions: int = 334) -> None:
+    """What a moved session costs the dev database, through the real stores (issue #3's handoff)."""
+    from bench import devdb as bench_devdb
+
+    asyncio.run(bench_devdb.run(sessions))
+
+
+@app.command()
 def vault(saves: int = 200, sessions: int = 20) -> None:
     """Credential vault per session: snapshot, seal, fenced write, restore (neonize and sim stores)."""
     from bench import vault as bench_vault
@@ -66,6 +74,7 @@ def run_all() -> None:
     send()
     pacing()
     failover()
+    devdb()
     vault()
     neonize_idle()
 
