@@ -1,4 +1,5 @@
-"""A node's claims are compare-and-sets against the entries its placement decision saw.
+"""A node's claims are compare-and-sets against the entries its placement decision saw, and
+a claim that lands while its node stops is handed back.
 
 Regression: claims wait their turn (at most CLAIM_CONCURRENCY at once) while the node's view
 of the leases bucket moves on. A claim that re-read the entry when its turn came took a
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -80,3 +82,40 @@ async def test_a_session_claimed_by_a_live_node_meanwhile_is_not_taken(
         node._abort_all()
         await asyncio.gather(*(a.finished.wait() for a in list(node.actors.values())))
         await node.cluster.stop()
+
+
+async def test_a_claim_that_lands_as_the_node_stops_is_handed_back(
+    nc: NatsClient, settings: Settings, db: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: with the whole cluster stopping, a node still claiming sessions another
+    node had just released started actors after its shutdown had listed the ones to release.
+    They outlived the release, kept the session owned by a node about to vanish, and their
+    connections overlapped the next owner's at WhatsApp (the restart test counted 4)."""
+    node = Node(settings, nc, db, SimClientFactory(nc, settings), Keyring.parse(TEST_VAULT_KEYS))
+    await node.cluster.start()
+    assert node.cluster.kv is not None
+    kv = node.kv = node.cluster.kv
+    await node._register()
+    sid = "late"
+    await kv.create(OWN + sid, encode(Ownership()))
+    await wait_until(lambda: sid in node.cluster.view.sessions, what="the node's view of the bucket")
+    monkeypatch.setattr(placement, "plan", lambda **_: placement.Plan(claim=(sid,)))
+    real_update = kv.update
+    claimed = asyncio.Event()
+
+    async def update(key: str, value: bytes, last: int | None = None, **kw: Any) -> int:
+        revision = await real_update(key, value, last=last, **kw)
+        if key == OWN + sid and not claimed.is_set():
+            claimed.set()  # the claim has landed; its answer arrives only once the node is stopping
+            await wait_until(lambda: not node._accepting, what="the shutdown")
+            await asyncio.sleep(0.2)
+        return revision
+
+    monkeypatch.setattr(kv, "update", update)
+    node._tasks = [asyncio.create_task(node._placement_loop())]
+    node._wake.set()
+    await asyncio.wait_for(claimed.wait(), 10)
+    await node.shutdown()
+    assert node.actors == {}
+    owner = msgspec.json.decode((await kv.get(OWN + sid)).value, type=Ownership)
+    assert owner.node is None and owner.released == "shutdown"

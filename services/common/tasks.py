@@ -27,7 +27,11 @@ class TaskSet:
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", task=task.get_name(), error=repr(task.exception()))
 
+    async def join(self) -> None:
+        """Wait for every task (a failure is logged, not raised)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def cancel_all(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.join()

@@ -103,7 +103,9 @@ class Node:
         self._busy: set[str] = set()  # sessions being claimed, started or released
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._placing = asyncio.Lock()  # held by a placement round
         self.background = TaskSet()
+        self._handoffs = TaskSet()  # releases by rebalancing
         self._accepting = True
         self._loop_lag_ms = 0.0
 
@@ -136,6 +138,10 @@ class Node:
         started = time.monotonic()
         with contextlib.suppress(Exception):  # the others then make room for what we release
             await self._renew()
+        # A round under way may still win claims: they are handed back (see `_claim`), and
+        # actors it started are in `self.actors` once it is over.
+        async with self._placing:
+            pass
         sids = list(self.actors)
         limit = asyncio.Semaphore(RELEASE_CONCURRENCY)
 
@@ -144,6 +150,7 @@ class Node:
                 await self._release(sid, "shutdown")
 
         await asyncio.gather(*(release(sid) for sid in sids), return_exceptions=True)
+        await self._handoffs.join()  # rebalancing releases under way end announced, not cut off
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -252,7 +259,8 @@ class Node:
             self._wake.clear()
             await asyncio.sleep(0.02)  # let a burst of changes settle into one round
             try:
-                await self._place()
+                async with self._placing:
+                    await self._place()
             except Exception:
                 self.log.exception("placement round failed")
 
@@ -304,15 +312,21 @@ class Node:
         if decision.release:
             self.log.info("handing sessions off", sessions=list(decision.release[: self.settings.rebalance_batch]))
         for sid in decision.release[: self.settings.rebalance_batch]:
-            self.background.spawn(self._release(sid, "rebalancing to another node"))
+            self._handoffs.spawn(self._release(sid, "rebalancing to another node"))
 
     async def _claim(self, sid: str, seen_revision: int) -> bool:
         """Take `sid` if its entry is still the one at `seen_revision` (claimable then)."""
-        if not self.may_act():
+        if not self._accepting or not self.may_act():
             return False
         self._busy.add(sid)
         try:
             revision = await self.kv.update(OWN + sid, encode(Ownership(node=self.id)), last=seen_revision)
+            if not self._accepting:
+                # The node began stopping during the claim: an actor started now would outlive
+                # the shutdown's release, owning the session (and its connection) until exit.
+                with contextlib.suppress(KeyWrongLastSequenceError, NotFoundError):
+                    await self.kv.update(OWN + sid, encode(Ownership(released="shutdown")), last=revision)
+                return False
         except KeyWrongLastSequenceError:
             return False  # it changed since: another node was faster, or it has an owner
         finally:
