@@ -26,6 +26,7 @@ from typing import Any
 from bench.harness import Bench, Report, host_speed_ms, pair_many, system
 from services.common.bus import encode
 from services.common.sends import SendJournal
+from services.common.tasks import wait_event
 from tests.support import call_ok, wait_until
 
 TERMINAL = ("read", "failed", "expired")
@@ -101,11 +102,8 @@ async def _kill_loop(
 ) -> None:
     rng = random.Random()
     while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), every * rng.uniform(0.7, 1.3))
+        if await wait_event(stop, every * rng.uniform(0.7, 1.3)):
             return
-        except TimeoutError:
-            pass
         victim = rng.choice(nodes)
         bench.stack.kill(victim)
         result.kills += 1

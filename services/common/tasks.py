@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 
 log = structlog.get_logger(__name__)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set, at most `timeout` seconds; True if it is set.
+
+    Not `asyncio.wait_for`: on Python 3.11 it loses a cancellation that arrives just as the
+    event is set, and a loop waiting this way then never stops (nodes hung on SIGTERM).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()
 
 
 class TaskSet:

@@ -36,6 +36,7 @@ from services.common.bus import EventPublisher
 from services.common.cluster import ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.sessions import OWNER_LOST, SessionStore
+from services.common.tasks import wait_event
 from services.health_monitor.view import HealthView, Orphan
 
 log = structlog.get_logger(__name__)
@@ -121,8 +122,7 @@ class HealthMonitor:
             except Exception:
                 log.exception("owner-lost pass failed; retrying")
             self.view.prune(time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), RECHECK_INTERVAL)
+            await wait_event(self._wake, RECHECK_INTERVAL)
 
     async def report_owner_lost(self) -> None:
         orphans = set(self.view.orphaned_sessions())

@@ -392,7 +392,8 @@ class SessionActor:
         async def wait_code() -> None:
             assert self._pair_code is not None
             try:
-                code = await asyncio.wait_for(asyncio.shield(self._pair_code), PAIR_CODE_TIMEOUT)
+                async with asyncio.timeout(PAIR_CODE_TIMEOUT):  # not wait_for: see wait_event
+                    code = await asyncio.shield(self._pair_code)
                 answer.set_result(PairStarted(state="pairing", pair_code=code))
             except TimeoutError:
                 answer.set_exception(ContractError("internal", "WhatsApp did not hand out a pair code in time"))

@@ -40,7 +40,7 @@ from services.common.config import Settings
 from services.common.pacing import TokenBucket
 from services.common.sends import SendJournal
 from services.common.sessions import SessionStore
-from services.common.tasks import TaskSet
+from services.common.tasks import TaskSet, wait_event
 from services.outbound_queue.ledger import Ledger
 from services.outbound_queue.policy import RetryPolicy, default_pacing
 from services.session_actor import importer, placement
@@ -254,8 +254,7 @@ class Node:
     # -- placement ------------------------------------------------------------------------------
     async def _placement_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.rebalance_interval)
+            await wait_event(self._wake, self.settings.rebalance_interval)
             self._wake.clear()
             await asyncio.sleep(0.02)  # let a burst of changes settle into one round
             try:

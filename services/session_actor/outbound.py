@@ -36,6 +36,7 @@ from contracts.sending import Media
 from contracts.types import to_jid, utcnow
 from services.common.media import MediaLimits
 from services.common.sends import SendRecord, accepted_record
+from services.common.tasks import wait_event
 from services.outbound_queue.policy import Pacer, expired
 from services.session_actor import media as media_files
 from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
@@ -193,8 +194,7 @@ class SendExecutor:
             await self._holding(msg, self._sleep_unless_policy_changes(wait))
 
     async def _sleep_unless_policy_changes(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._policy_changed.wait(), seconds)
+        await wait_event(self._policy_changed, seconds)
 
     async def _claim(self, item: QueuedSend) -> SendRecord | None:
         """Make this send ours (`sending`), or settle a copy that is already past that."""

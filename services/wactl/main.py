@@ -144,9 +144,13 @@ class Feed:
         """The next message, or None once `deadline` has passed."""
         timeout = None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
         try:
-            msg = (
-                self.queue.get_nowait() if timeout == 0 else await asyncio.wait_for(self.queue.get(), timeout)
-            )
+            if timeout == 0:
+                msg = self.queue.get_nowait()
+            else:
+                # Not wait_for: on Python 3.11 it can swallow the Ctrl-C cancellation when a
+                # message arrives at the same moment, and `wactl events` then keeps running.
+                async with asyncio.timeout(timeout):
+                    msg = await self.queue.get()
         except (asyncio.QueueEmpty, TimeoutError):
             return None
         if msg is None:

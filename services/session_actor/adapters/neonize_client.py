@@ -52,6 +52,7 @@ import structlog
 
 from contracts.types import utcnow
 from services.common.config import Settings
+from services.common.tasks import wait_event
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     ClientFactory,
@@ -1119,8 +1120,7 @@ class NeonizeClientFactory(ClientFactory):
             # expected, which ends whatsmeow's own reconnect loop.
             await self.guard.read(native.Disconnect, incarnation.uuid)
             # Go reads the map right after connecting; removing the client before would crash.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(incarnation.settled.wait(), SETTLE_TIMEOUT)
+            await wait_event(incarnation.settled, SETTLE_TIMEOUT)
             await self.guard.write(native.Stop, incarnation.uuid)
         except Exception:
             log.exception("stopping a WhatsApp client failed", uuid=incarnation.uuid.decode())
