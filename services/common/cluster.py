@@ -26,6 +26,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from contracts.internal import NodeLease, Ownership
 from services.common.config import Settings
+from services.common.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -101,9 +102,7 @@ class ClusterWatcher:
         await self.ready.wait()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
 
     async def _sweep(self) -> None:
         """Confirm with the server any node whose renewals we have not seen for a lease TTL.

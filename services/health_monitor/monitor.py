@@ -17,7 +17,6 @@ every RECHECK_INTERVAL (retries after a failed write or publish).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from datetime import datetime
 from typing import Any
@@ -36,7 +35,7 @@ from services.common.bus import EventPublisher
 from services.common.cluster import ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.sessions import OWNER_LOST, SessionStore
-from services.common.tasks import wait_event
+from services.common.tasks import cancel_and_wait, wait_event
 from services.health_monitor.view import HealthView, Orphan
 
 log = structlog.get_logger(__name__)
@@ -92,10 +91,7 @@ class HealthMonitor:
         self._task = asyncio.create_task(self._owner_lost_loop(), name="owner-lost")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         await self.cluster.stop()
 
     # -- inputs (FastStream handlers and the cluster watcher) -------------------------------

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from contracts.envelope import ErrorBody
 from contracts.internal import ExpiryCheck, QueuedSend
 from contracts.subjects import Subjects
+from services.common.tasks import cancel_and_wait
 from services.outbound_queue.ledger import Ledger
 
 log = structlog.get_logger(__name__)
@@ -50,9 +51,7 @@ class Upkeep:
         self._task = asyncio.create_task(self._expire_loop(), name="expiry")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await cancel_and_wait(self._task)
 
     async def _expire_loop(self) -> None:
         psub = await self._js.pull_subscribe(

@@ -40,7 +40,7 @@ from services.common.config import Settings
 from services.common.pacing import TokenBucket
 from services.common.sends import SendJournal
 from services.common.sessions import SessionStore
-from services.common.tasks import TaskSet, wait_event
+from services.common.tasks import TaskSet, cancel_and_wait, wait_event
 from services.outbound_queue.ledger import Ledger
 from services.outbound_queue.policy import RetryPolicy, default_pacing
 from services.session_actor import importer, placement
@@ -151,9 +151,7 @@ class Node:
 
         await asyncio.gather(*(release(sid) for sid in sids), return_exceptions=True)
         await self._handoffs.join()  # rebalancing releases under way end announced, not cut off
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         await self.background.cancel_all()
         with contextlib.suppress(Exception):
             await self.kv.delete(NODE + self.id)

@@ -36,7 +36,7 @@ from contracts.sending import Media
 from contracts.types import to_jid, utcnow
 from services.common.media import MediaLimits
 from services.common.sends import SendRecord, accepted_record
-from services.common.tasks import wait_event
+from services.common.tasks import cancel_and_wait, wait_event
 from services.outbound_queue.policy import Pacer, expired
 from services.session_actor import media as media_files
 from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
@@ -81,10 +81,8 @@ class SendExecutor:
         self._task = asyncio.create_task(self._run(), name=f"sender-{self.actor.sid}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._current is not None:
             # Hand the message back at once: the next owner gets it before any later one.
             with contextlib.suppress(Exception):

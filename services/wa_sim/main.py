@@ -33,6 +33,7 @@ from services.common.api import request_router, strict
 from services.common.bus import encode
 from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
+from services.common.tasks import cancel_and_wait
 from services.wa_sim.state import StateFile
 from services.wa_sim.world import Rules, World
 
@@ -74,8 +75,7 @@ class Simulator:
 
     async def stop_timers(self) -> None:
         if self._ticker is not None:
-            self._ticker.cancel()
-            await asyncio.gather(self._ticker, return_exceptions=True)
+            await cancel_and_wait(self._ticker)
             self._ticker = None
 
     def save(self) -> None:

@@ -52,7 +52,7 @@ import structlog
 
 from contracts.types import utcnow
 from services.common.config import Settings
-from services.common.tasks import wait_event
+from services.common.tasks import cancel_and_wait, wait_event
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     ClientFactory,
@@ -1022,10 +1022,8 @@ class NeonizeClientFactory(ClientFactory):
         self._poller = asyncio.create_task(self._poll_stores(), name="neonize-store-poller")
 
     async def stop(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-            self._poller = None
+        await cancel_and_wait(self._poller)
+        self._poller = None
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=STOP_TIMEOUT)
         if self._restore_stdout is not None:

@@ -36,6 +36,7 @@ from contracts.types import utcnow
 from services.common.bus import request
 from services.common.config import Settings
 from services.common.offload import off_loop_if_large
+from services.common.tasks import cancel_and_wait
 from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientFactory,
@@ -375,10 +376,8 @@ class SimClientFactory(ClientFactory):
         self._keepalive = asyncio.create_task(self._keepalive_loop(), name="sim-keepalive")
 
     async def stop(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            await asyncio.gather(self._keepalive, return_exceptions=True)
-            self._keepalive = None
+        await cancel_and_wait(self._keepalive)
+        self._keepalive = None
 
     def create(self, session_id: str, store_path: Path, emit: Emit, clock: Clock) -> SimClient:
         return SimClient(self, session_id, store_path, emit, clock)
