@@ -119,3 +119,36 @@ async def test_a_claim_that_lands_as_the_node_stops_is_handed_back(
     assert node.actors == {}
     owner = msgspec.json.decode((await kv.get(OWN + sid)).value, type=Ownership)
     assert owner.node is None and owner.released == "shutdown"
+
+
+async def test_a_session_handed_off_is_not_restarted_before_the_watch_shows_the_release(
+    nc: NatsClient, settings: Settings, db: AsyncDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (`python -m bench stops` counted 8-15 overlapping connections): a rebalancing
+    release had ended, but the node's view still showed the session as its own (the watch
+    had not delivered the release yet). The next placement round saw "ours, but no actor",
+    restarted one, and it connected next to the new owner."""
+    node = Node(settings, nc, db, SimClientFactory(nc, settings), Keyring.parse(TEST_VAULT_KEYS))
+    await node.cluster.start()
+    assert node.cluster.kv is not None
+    kv = node.kv = node.cluster.kv
+    await node._register()
+    sid = "moving"
+    await kv.create(OWN + sid, encode(Ownership()))
+    await wait_until(lambda: sid in node.cluster.view.sessions, what="the node's view of the bucket")
+    try:
+        assert await node._claim(sid, node.cluster.view.sessions[sid].revision)
+        await wait_until(lambda: node.cluster.view.sessions[sid].owner.node == node.id, what="the claim seen")
+        # From here the watch is slow: it delivers nothing more during the test.
+        monkeypatch.setattr(node.cluster, "_apply", lambda *_: None)
+        await node._release(sid, "rebalancing to another node")
+        assert sid not in node.actors
+        monkeypatch.setattr(placement, "plan", lambda **_: placement.Plan())
+        await node._place()
+        assert sid not in node.actors  # not restarted: the node knows it handed the session off
+        owner = msgspec.json.decode((await kv.get(OWN + sid)).value, type=Ownership)
+        assert owner.node is None
+    finally:
+        node._abort_all()
+        await asyncio.gather(*(a.finished.wait() for a in list(node.actors.values())))
+        await node.cluster.stop()

@@ -138,6 +138,16 @@ class ClusterWatcher:
             await watcher.stop()
             raise
 
+    def learn(self, sid: str, owner: Ownership, revision: int) -> None:
+        """This process's own compare-and-set on `own.<sid>` succeeded: the view shows it now
+        rather than when the watch delivers it. Meanwhile a placement round read the entry as
+        before the write, and restarted an actor for a session its node had just handed off
+        while the next owner connected (two owners, overlapping connections)."""
+        entry = self.view.sessions.get(sid)
+        if entry is not None and entry.revision < revision:
+            self.view.sessions[sid] = OwnerEntry(owner, revision)
+            self._emit("owner", sid)
+
     def _apply(self, key: str, operation: str | None, value: bytes | None, revision: int) -> None:
         gone = operation in (KV_DEL, KV_PURGE) or not value
         if key.startswith(NODE):

@@ -317,12 +317,14 @@ class Node:
             return False
         self._busy.add(sid)
         try:
-            revision = await self.kv.update(OWN + sid, encode(Ownership(node=self.id)), last=seen_revision)
+            claim = Ownership(node=self.id)
+            revision = await self.kv.update(OWN + sid, encode(claim), last=seen_revision)
+            self.cluster.learn(sid, claim, revision)
             if not self._accepting:
                 # The node began stopping during the claim: an actor started now would outlive
                 # the shutdown's release, owning the session (and its connection) until exit.
                 with contextlib.suppress(KeyWrongLastSequenceError, NotFoundError):
-                    await self.kv.update(OWN + sid, encode(Ownership(released="shutdown")), last=revision)
+                    await self._hand_back(sid, "shutdown", revision)
                 return False
         except KeyWrongLastSequenceError:
             return False  # it changed since: another node was faster, or it has an owner
@@ -347,9 +349,14 @@ class Node:
             entry = self.cluster.view.sessions.get(sid)
             if entry is not None and entry.owner.node == self.id:
                 with contextlib.suppress(KeyWrongLastSequenceError, NotFoundError):
-                    await self.kv.update(OWN + sid, encode(Ownership(released=reason)), last=entry.revision)
+                    await self._hand_back(sid, reason, entry.revision)
         finally:
             self._busy.discard(sid)
+
+    async def _hand_back(self, sid: str, reason: str, revision: int) -> None:
+        """Announce that `sid` has no owner (a compare-and-set on our claim's revision)."""
+        released = Ownership(released=reason)
+        self.cluster.learn(sid, released, await self.kv.update(OWN + sid, encode(released), last=revision))
 
     def actor_finished(self, actor: SessionActor) -> None:
         if self.actors.get(actor.sid) is actor:
