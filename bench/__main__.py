@@ -38,6 +38,14 @@ def devdb(sessions: int = 334) -> None:
 
 
 @app.command()
+def stops(sessions: int = 600, rounds: int = 30) -> None:
+    """Graceful stops over and over: every node must exit on SIGTERM (issue #3)."""
+    from bench import stops as bench_stops
+
+    asyncio.run(bench_stops.run(sessions, rounds))
+
+
+@app.command()
 def vault(saves: int = 200, sessions: int = 20) -> None:
     """Credential vault per session: snapshot, seal, fenced write, restore (neonize and sim stores)."""
     from bench import vault as bench_vault
@@ -75,6 +83,7 @@ def run_all() -> None:
     pacing()
     failover()
     devdb()
+    stops()
     vault()
     neonize_idle()
 
