@@ -13,8 +13,6 @@ Run: `python -m bench stops [--sessions 600] [--rounds 30]` (about 8 minutes).
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 
 from bench.harness import Report, host_speed_ms, pair_many, percentiles, system
@@ -34,16 +32,11 @@ async def run(sessions: int = 600, rounds: int = 30, limit: float = 20.0) -> Rep
         hangs: list[int] = []
         for round_ in range(rounds):
             name = f"node{round_ % NODES + 1}"
-            proc = bench.stack.procs[name]
             started = time.monotonic()
-            proc.popen.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(proc.popen.wait, limit)
-                exits.append(time.monotonic() - started)
-            except subprocess.TimeoutExpired:
+            if await asyncio.to_thread(bench.stack.stop, name, limit) is None:  # killed after `limit`
                 hangs.append(round_)
-                proc.popen.kill()
-                proc.popen.wait()
+            else:
+                exits.append(time.monotonic() - started)
             bench.stack.start("session-actor", name)
             await asyncio.sleep(SETTLE)
         stats = await call_ok(bench.nc, bench.settings.subjects.sim_stats, {"refs": False}, timeout=20)
