@@ -25,8 +25,8 @@ from typing import Any
 
 from bench.harness import Bench, Report, host_speed_ms, pair_many, system
 from services.common.bus import encode
-from services.common.sends import SendJournal
 from services.common.tasks import wait_event
+from services.sending.journal import SendJournal
 from tests.support import call_ok, wait_until
 
 TERMINAL = ("read", "failed", "expired")

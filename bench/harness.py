@@ -18,8 +18,8 @@ from nats.aio.client import Client as NatsClient
 
 from services.common.bus import ensure_topology
 from services.common.config import Settings
+from services.credentials.vault import new_key_entry
 from services.devstack.servers import free_port, start_mongo, start_nats
-from services.session_actor.vault import new_key_entry
 from tests.support import EventTap, Stack, call, call_ok, wait_until
 
 RESULTS = Path("bench-results")

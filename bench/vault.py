@@ -41,10 +41,7 @@ from services.common import mongo
 from services.common.cluster import fence_token
 from services.common.config import Settings
 from services.common.logs import setup
-from services.devstack.servers import free_port, start_mongo
-from services.session_actor.adapters.base import WhatsAppClient
-from services.session_actor.adapters.sim import SimClientFactory, SimStore
-from services.session_actor.vault import (
+from services.credentials.vault import (
     CredentialVault,
     Keyring,
     check_store,
@@ -52,6 +49,9 @@ from services.session_actor.vault import (
     open_sealed,
     seal,
 )
+from services.devstack.servers import free_port, start_mongo
+from services.session_actor.adapters.base import WhatsAppClient
+from services.session_actor.adapters.sim import SimClientFactory, SimStore
 
 OUR_JID = "15550001111:7@s.whatsapp.net"
 # A store after months of use (rows per table). whatsmeow keeps one Signal session and one

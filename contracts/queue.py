@@ -22,7 +22,7 @@ from contracts.types import SessionId
 
 
 class PacingPolicy(msgspec.Struct, forbid_unknown_fields=True):
-    """How fast one session may send (see services/outbound_queue/policy.py)."""
+    """How fast one session may send (see services/sending/policy.py)."""
 
     enabled: bool = True
     per_minute: Annotated[float, msgspec.Meta(gt=0, le=6000)] = 10.0

@@ -22,8 +22,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
+from services.credentials.vault import new_key_entry
 from services.devstack.servers import free_port, start_mongo, start_nats
-from services.session_actor.vault import new_key_entry
 from tests.support import Stack
 
 TEST_VAULT_KEYS = new_key_entry("test1")

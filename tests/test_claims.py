@@ -23,11 +23,11 @@ from contracts.types import utcnow
 from services.common.bus import encode
 from services.common.cluster import NODE, OWN
 from services.common.config import Settings
+from services.credentials.vault import Keyring
 from services.session_actor import node as node_module
 from services.session_actor import placement
 from services.session_actor.adapters.sim import SimClientFactory
 from services.session_actor.node import Node
-from services.session_actor.vault import Keyring
 from tests.conftest import TEST_VAULT_KEYS
 from tests.support import wait_until
 

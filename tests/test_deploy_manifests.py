@@ -36,7 +36,7 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, latest_version
 
 from services.common.config import Settings
-from services.session_actor.vault import Keyring, VaultError
+from services.credentials.vault import Keyring, VaultError
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -25,10 +25,10 @@ from contracts.types import utcnow
 from services.common.bus import EventPublisher
 from services.common.cluster import OWN
 from services.common.sessions import SessionStore
-from services.session_actor import importer
+from services.credentials import importer
+from services.credentials.importer import Refused, Registry, copy_stores, session_id_for
+from services.credentials.vault import CredentialVault, Keyring, check_store
 from services.session_actor.adapters.sim import SimStore
-from services.session_actor.importer import Refused, Registry, copy_stores, session_id_for
-from services.session_actor.vault import CredentialVault, Keyring, check_store
 from tests.support import ROOT, EventTap, settings_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)

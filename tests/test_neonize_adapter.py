@@ -23,6 +23,7 @@ import pytest
 
 from bench.neonize_idle import forge_linked_store, fresh_store
 from services.common.config import Settings
+from services.credentials.vault import BadVersion, check_store
 from services.session_actor import machine as m
 from services.session_actor.adapters import neonize_client as nc
 from services.session_actor.adapters.base import (
@@ -35,7 +36,6 @@ from services.session_actor.adapters.base import (
     StoreChanged,
     Undecryptable,
 )
-from services.session_actor.vault import BadVersion, check_store
 
 ROOT = Path(__file__).resolve().parent.parent
 JID = "15550001111:7@s.whatsapp.net"

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from services.common.sessions import SessionStore
-from services.session_actor.vault import CredentialVault, Keyring
+from services.credentials.vault import CredentialVault, Keyring
 from tests.support import EventTap, call, wait_until
 from tests.test_importer import whatsmeow_store
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from contracts.types import utcnow
-from services.common.sends import SendJournal
+from services.sending.journal import SendJournal
 from tests.conftest import make_settings
 from tests.support import EventTap, call, call_ok, start_sending_stack, wait_until
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from contracts.types import utcnow
-from services.common.sends import SendJournal, SendRecord
+from services.sending.journal import SendJournal, SendRecord
 
 
 async def journal(nc, settings) -> SendJournal:

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from contracts.queue import PacingPolicy
-from services.outbound_queue.policy import Pacer, RetryPolicy, expired
+from services.sending.policy import Pacer, RetryPolicy, expired
 
 DAY = date(2026, 11, 21)
 

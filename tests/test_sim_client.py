@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from contracts import sim
 from contracts.envelope import ContractError, Ok
 from services.common.config import Settings
+from services.credentials.vault import check_store
 from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientEvent,
@@ -32,7 +33,6 @@ from services.session_actor.adapters.base import (
     StoreChanged,
 )
 from services.session_actor.adapters.sim import SimClient, SimClientFactory, SimStore
-from services.session_actor.vault import check_store
 from services.wa_sim.main import build
 from services.wa_sim.world import CREDS_ROTATE_EVERY, MEDIA_LIMITS, phone_for
 from tests.support import Stack, call, call_ok, wait_until

@@ -10,8 +10,8 @@ from bson import Binary
 
 from services.common.cluster import fence_token
 from services.common.config import Settings
-from services.session_actor import vault as v
-from services.session_actor.vault import CredentialVault, Keyring, VaultError, new_key_entry
+from services.credentials import vault as v
+from services.credentials.vault import CredentialVault, Keyring, VaultError, new_key_entry
 
 TABLE = "sim_device"
 

@@ -23,8 +23,8 @@ from contracts.events import MessageEvent, StatusEvent
 from contracts.types import SessionState
 from services.common.bus import EventPublisher, new_id
 from services.common.config import Settings
+from services.credentials.vault import CredentialVault, Keyring, new_key_entry
 from services.devstack.servers import free_port
-from services.session_actor.vault import CredentialVault, Keyring, new_key_entry
 from services.wactl import render
 from tests.support import ROOT, EventTap, call, call_ok, pair, settings_env, wait_until
 

@@ -44,10 +44,10 @@ class Settings(BaseSettings):
     connect_rate: float = Field(default=100.0, gt=0)
     heartbeat_interval: float = Field(default=2.0, gt=0)
     # A folder of existing neonize/simulator store files (*.db, *.sqlite, *.sqlite3) a node
-    # imports at startup as sessions, once each (see session_actor/importer.py).
+    # imports at startup as sessions, once each (see services/credentials/importer.py).
     import_dir: Path | None = None
 
-    # -- credential vault (see services/session_actor/vault.py) -----------------------
+    # -- credential vault (see services/credentials/vault.py) -----------------------
     # `id:base64-32-byte-key` entries, comma or newline separated; the first one encrypts.
     vault_keys: SecretStr = SecretStr("")
     vault_key_file: Path | None = None

@@ -19,8 +19,8 @@ import honcho.manager
 import typer
 
 from services.common.config import Settings
+from services.credentials.vault import DEV_KEY_FILE, new_key_entry
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats
-from services.session_actor.vault import DEV_KEY_FILE, new_key_entry
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

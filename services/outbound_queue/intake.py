@@ -1,6 +1,6 @@
 """Intake of `<prefix>.send.<sid>`: validate, de-duplicate, queue durably, say `queued`.
 
-Idempotency lives in the send journal (services/common/sends.py): the first request with an
+Idempotency lives in the send journal (services/sending/journal.py): the first request with an
 id creates its record; any later one finds it and is answered `duplicate: true`, for as long
 as records are kept (`outbound_retention_days`), far beyond JetStream's duplicate window.
 The record is written before the publish. A duplicate whose send is still `accepted` (it may
@@ -38,8 +38,8 @@ from services.common.bus import encode
 from services.common.cluster import ClusterView
 from services.common.config import Settings
 from services.common.media import NATS_DEFAULT_MAX_PAYLOAD, MediaLimits, check_fits, check_send
-from services.common.sends import id_token
-from services.outbound_queue.ledger import Ledger
+from services.sending.journal import id_token
+from services.sending.ledger import Ledger
 
 _SID = re.compile(SESSION_ID_PATTERN)
 # Sessions that cannot send: no linked device, or the device is gone for good.

@@ -1,10 +1,10 @@
-"""outbound-queue: owns the policy and bookkeeping of sends.
+"""outbound-queue: accepts sends and keeps their queues.
 
 Wiring only. Intake (intake.py): validation, idempotency, scheduling, the durable queue.
 Upkeep (upkeep.py): expiry on time, failing the queues of logged-out and deleted sessions.
-Operations (deadletters.py): queue stats and the dead-letter queue. The rules are in
-policy.py and the lifecycle bookkeeping in ledger.py, both also used by the session actor
-that executes sends (services/session_actor/outbound.py).
+Operations (deadletters.py): queue stats and the dead-letter queue. The rules and the
+lifecycle bookkeeping are the shared send package (services/sending/), which the session
+actor that executes sends uses too.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from services.common.bus import ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
-from services.common.sends import SendJournal
 from services.common.tasks import TaskSet
 from services.outbound_queue.deadletters import Operations
 from services.outbound_queue.intake import Intake
-from services.outbound_queue.ledger import Ledger
 from services.outbound_queue.upkeep import FAILED_FOR, Upkeep
+from services.sending.journal import SendJournal
+from services.sending.ledger import Ledger
 
 QUEUE = "outbound-queue"
 WORKERS = 256

@@ -26,7 +26,7 @@ from contracts.envelope import ErrorBody
 from contracts.internal import ExpiryCheck, QueuedSend
 from contracts.subjects import Subjects
 from services.common.tasks import cancel_and_wait
-from services.outbound_queue.ledger import Ledger
+from services.sending.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ from contracts.queue import SendPolicy
 from contracts.sessions import PairByCode, PairRequest, PairStarted
 from contracts.types import utcnow
 from services.common.bus import new_id
+from services.credentials.vault import Restored, VaultError
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     ClientEvent,
@@ -37,7 +38,6 @@ from services.session_actor.adapters.base import (
     WhatsAppClient,
 )
 from services.session_actor.outbound import SendExecutor
-from services.session_actor.vault import Restored, VaultError
 
 if TYPE_CHECKING:
     from services.session_actor.node import Node

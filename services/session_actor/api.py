@@ -35,11 +35,11 @@ from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.api import request_router, strict
 from services.common.bus import encode, new_id, request
 from services.common.cluster import OWN
+from services.common.registration import register
 from services.common.sessions import session_view
 from services.session_actor.actor import MOVING
 from services.session_actor.node import Node
 from services.session_actor.outbound import consumer_name
-from services.session_actor.registration import register
 
 QUEUE = "session-api"
 WORKERS = 32

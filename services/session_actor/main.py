@@ -15,10 +15,10 @@ from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
 from services.common.sessions import SessionStore
+from services.credentials.vault import Keyring
 from services.session_actor.adapters import make_factory
 from services.session_actor.api import SessionApi, build_router
 from services.session_actor.node import Node
-from services.session_actor.vault import Keyring
 
 
 async def serve(settings: Settings) -> None:

@@ -38,17 +38,18 @@ from services.common.bus import EventPublisher, encode
 from services.common.cluster import NODE, OWN, ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.pacing import TokenBucket
-from services.common.sends import SendJournal
 from services.common.sessions import SessionStore
 from services.common.tasks import TaskSet, cancel_and_wait, wait_event
-from services.outbound_queue.ledger import Ledger
-from services.outbound_queue.policy import RetryPolicy, default_pacing
-from services.session_actor import importer, placement
+from services.credentials import importer
+from services.credentials.vault import CredentialVault, Keyring
+from services.sending.journal import SendJournal
+from services.sending.ledger import Ledger
+from services.sending.policy import RetryPolicy, default_pacing
+from services.session_actor import placement
 from services.session_actor.actor import SessionActor
 from services.session_actor.adapters.base import ClientFactory
 from services.session_actor.lease import LeaseClock
 from services.session_actor.machine import ReconnectPolicy
-from services.session_actor.vault import CredentialVault, Keyring
 
 log = structlog.get_logger(__name__)
 

@@ -1,7 +1,7 @@
 """The actor's side of outbound delivery: take the next accepted send, pace it, send it once.
 
-The outbound-queue owns the rules (services/outbound_queue/policy.py) and the bookkeeping
-(ledger.py); this executor only sequences them for one session:
+The rules (services/sending/policy.py) and the bookkeeping (services/sending/ledger.py) are
+shared with the outbound-queue; this executor only sequences them for one session:
 
     expired? -> wait for the pacer (holding the message) -> claim -> typing -> send -> record
 
@@ -35,9 +35,9 @@ from contracts.queue import SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
 from services.common.media import MediaLimits
-from services.common.sends import SendRecord, accepted_record
 from services.common.tasks import cancel_and_wait, wait_event
-from services.outbound_queue.policy import Pacer, expired
+from services.sending.journal import SendRecord, accepted_record
+from services.sending.policy import Pacer, expired
 from services.session_actor import media as media_files
 from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
 

@@ -958,7 +958,7 @@ async def rotate_key(settings: Settings) -> None:
     from pymongo.errors import PyMongoError
 
     from services.common import mongo
-    from services.session_actor.vault import CredentialVault, Keyring, VaultError
+    from services.credentials.vault import CredentialVault, Keyring, VaultError
 
     try:
         keyring = Keyring.load(
@@ -1022,8 +1022,8 @@ async def import_from(gateway: Gateway, path: Path, device_table: str, label_fro
     from services.common import mongo
     from services.common.bus import EventPublisher
     from services.common.sessions import SessionStore
-    from services.session_actor import importer
-    from services.session_actor.vault import CredentialVault, Keyring, VaultError
+    from services.credentials import importer
+    from services.credentials.vault import CredentialVault, Keyring, VaultError
 
     settings = gateway.settings
     try:

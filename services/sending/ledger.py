@@ -1,7 +1,7 @@
 """The bookkeeping of sends: every lifecycle step moves the journal record and publishes its event.
 
-Owned by the outbound-queue; used by its intake, expiry and clean-up, and by the session
-actor that executes sends. A step that loses its compare-and-set (another actor, the expiry
+Used by the outbound-queue's intake, expiry and clean-up, and by the session actor that
+executes sends. A step that loses its compare-and-set (another actor, the expiry
 timer or the clean-up got there first) publishes nothing: each send reaches exactly one
 terminal state (`read` once `sent`, `failed`, `expired`), and each step is an event whose id
 is derived from the send and the state, so a repeated step is stored once.
@@ -21,7 +21,7 @@ from contracts.queue import DeadLetter
 from contracts.subjects import Subjects
 from contracts.types import utcnow
 from services.common.bus import EventPublisher, encode, new_id
-from services.common.sends import SendJournal, SendRecord
+from services.sending.journal import SendJournal, SendRecord
 
 
 class Ledger:

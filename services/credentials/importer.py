@@ -61,11 +61,11 @@ from pymongo.errors import DuplicateKeyError
 from contracts.envelope import ContractError
 from contracts.internal import Ownership
 from contracts.types import MAX_LABEL, SESSION_ID_PATTERN, utcnow
+from services.common import registration
 from services.common.bus import EventPublisher, encode, new_id
 from services.common.cluster import OWN
 from services.common.sessions import SessionStore
-from services.session_actor import registration
-from services.session_actor.vault import BadVersion, CredentialVault, check_store
+from services.credentials.vault import BadVersion, CredentialVault, check_store
 
 log = structlog.get_logger(__name__)
 

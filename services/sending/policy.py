@@ -1,8 +1,8 @@
 """Send policy, as plain code: pacing against bans, retries, expiry.
 
-The outbound-queue owns these rules; the owning session actor applies them at the moment
-it sends (services/session_actor/outbound.py), because pacing is only meaningful where
-the messages actually leave.
+The owning session actor applies them at the moment it sends, because pacing is only
+meaningful where the messages actually leave; the outbound-queue applies expiry to sends
+still waiting.
 
 Pacing (seed report 001: numbers banned for sending too fast) combines, per session:
 
