@@ -16,6 +16,9 @@ Phases and what they report:
     banned      banned                           temporary ban; reconnects when it ends
     logged_out  logged_out                       credentials are dead and destroyed
     stopped     stopped                          needs a human (client outdated, replaced twice)
+
+One job in one file, longer than most: the inputs, the effects and every transition
+between them read together, top to bottom.
 """
 
 from __future__ import annotations
@@ -315,10 +318,46 @@ class ConnectionMachine:
 
     # -- the machine --------------------------------------------------------------------
     def handle(self, event: Input) -> list[Effect]:
-        handler = getattr(self, f"_on_{type(event).__name__}")
-        return handler(event)
+        match event:
+            case Start():
+                return self._on_start(event)
+            case PairRequested():
+                return self._on_pair_requested(event)
+            case QrShown():
+                return self._on_qr_shown(event)
+            case PairSucceeded():
+                return self._on_pair_succeeded(event)
+            case Connected():
+                return self._on_connected(event)
+            case Disconnected():
+                return self._on_disconnected(event)
+            case KeepAliveTimeout():
+                return self._on_keep_alive_timeout(event)
+            case KeepAliveRestored():
+                return self._on_keep_alive_restored(event)
+            case TimerFired():
+                return self._on_timer_fired(event)
+            case LoggedOut():
+                return self._on_logged_out(event)
+            case ConnectFailure():
+                return self._on_connect_failure(event)
+            case TemporaryBan():
+                return self._on_temporary_ban(event)
+            case ClientOutdated():
+                return self._on_client_outdated(event)
+            case StreamReplaced():
+                return self._on_stream_replaced(event)
+            case OwnershipChecked():
+                return self._on_ownership_checked(event)
+            case ReconnectRequested():
+                return self._on_reconnect_requested(event)
+            case LogoutRequested():
+                return self._on_logout_requested(event)
+            case StopRequested():
+                return self._on_stop_requested(event)
+        raise TypeError(f"not an input of the connection machine: {event!r}")
 
-    def _on_Start(self, e: Start) -> list[Effect]:
+    def _on_start(self, e: Start) -> list[Effect]:
         self.has_credentials = e.has_credentials
         if e.has_credentials:
             return self._dial(reason=None)
@@ -331,7 +370,7 @@ class ConnectionMachine:
         # A new owner of an idle session has nothing new to say.
         return [] if e.previous_state == self.idle_state else [Report(self.idle_state)]
 
-    def _on_PairRequested(self, e: PairRequested) -> list[Effect]:
+    def _on_pair_requested(self, e: PairRequested) -> list[Effect]:
         # The actor refuses pair requests for linked sessions before they get here.
         return self._pair(e.phone, self.policy.pairing_timeout)
 
@@ -348,7 +387,7 @@ class ConnectionMachine:
             Report("pairing", reason=reason),
         ]
 
-    def _on_QrShown(self, e: QrShown) -> list[Effect]:
+    def _on_qr_shown(self, e: QrShown) -> list[Effect]:
         if self.phase != "pairing":
             return []
         self.qr_shown = True
@@ -358,14 +397,14 @@ class ConnectionMachine:
             effects.append(RequestPairCode(self.pending_phone))
         return effects
 
-    def _on_PairSucceeded(self, e: PairSucceeded) -> list[Effect]:
+    def _on_pair_succeeded(self, e: PairSucceeded) -> list[Effect]:
         self.has_credentials = True
         self.jid = e.jid
         self.pending_phone = None
         self.phase = "connecting"
         return [CancelTimer("pairing_timeout"), SnapshotCredentials(), Report("connecting", jid=e.jid)]
 
-    def _on_Connected(self, e: Connected) -> list[Effect]:
+    def _on_connected(self, e: Connected) -> list[Effect]:
         if self.phase not in ("connecting", "pairing", "backoff", "connected"):
             return []
         self.jid = e.jid or self.jid
@@ -380,7 +419,7 @@ class ConnectionMachine:
             SnapshotCredentials(),
         ]
 
-    def _on_Disconnected(self, e: Disconnected) -> list[Effect]:
+    def _on_disconnected(self, e: Disconnected) -> list[Effect]:
         if self.phase == "pairing":
             if self.qr_shown:
                 # WhatsApp stops handing out codes after a few minutes and closes the socket.
@@ -396,7 +435,7 @@ class ConnectionMachine:
             return []
         return self._schedule_reconnect(e.now, e.detail or "connection lost")
 
-    def _on_KeepAliveTimeout(self, e: KeepAliveTimeout) -> list[Effect]:
+    def _on_keep_alive_timeout(self, e: KeepAliveTimeout) -> list[Effect]:
         if self.phase != "connected":
             return []
         self.keepalive_misses += 1
@@ -404,13 +443,13 @@ class ConnectionMachine:
             return [Disconnect(), *self._schedule_reconnect(e.now, "keepalive failed")]
         return [Report("connected", reason=f"keepalive timeout ({self.keepalive_misses})", jid=self.jid)]
 
-    def _on_KeepAliveRestored(self, e: KeepAliveRestored) -> list[Effect]:
+    def _on_keep_alive_restored(self, e: KeepAliveRestored) -> list[Effect]:
         if self.phase != "connected" or not self.keepalive_misses:
             return []
         self.keepalive_misses = 0
         return [Report("connected", jid=self.jid)]
 
-    def _on_TimerFired(self, e: TimerFired) -> list[Effect]:
+    def _on_timer_fired(self, e: TimerFired) -> list[Effect]:
         if e.timer == "reconnect" and self.phase == "backoff":
             return self._dial(reason=None)
         if e.timer == "reconnect" and self.phase == "pairing":
@@ -421,22 +460,22 @@ class ConnectionMachine:
             return self._halt("pairing_timeout: nobody scanned the code; pair again")
         return []
 
-    def _on_LoggedOut(self, e: LoggedOut) -> list[Effect]:
+    def _on_logged_out(self, e: LoggedOut) -> list[Effect]:
         return self._logged_out(f"logged_out: {e.reason}")
 
-    def _on_ConnectFailure(self, e: ConnectFailure) -> list[Effect]:
+    def _on_connect_failure(self, e: ConnectFailure) -> list[Effect]:
         detail = f" ({e.message})" if e.message else ""
         if e.code in LOGGED_OUT_CODES:
             return self._logged_out(f"logged_out: connect refused with {e.code}{detail}")
         if e.code == TEMP_BANNED_CODE:
-            return self._on_TemporaryBan(TemporaryBan(e.now, e.code, expires_in=self.policy.cap))
+            return self._on_temporary_ban(TemporaryBan(e.now, e.code, expires_in=self.policy.cap))
         if e.code == CLIENT_OUTDATED_CODE:
-            return self._on_ClientOutdated(ClientOutdated(e.now))
+            return self._on_client_outdated(ClientOutdated(e.now))
         if self.phase not in ("connecting", "connected"):
             return []
         return [Disconnect(), *self._schedule_reconnect(e.now, f"connect failed {e.code}{detail}")]
 
-    def _on_TemporaryBan(self, e: TemporaryBan) -> list[Effect]:
+    def _on_temporary_ban(self, e: TemporaryBan) -> list[Effect]:
         self.phase = "banned"
         return [
             Disconnect(),
@@ -445,10 +484,10 @@ class ConnectionMachine:
             Report("banned", reason=f"temporary_ban: code {e.code}, lifts in {round(e.expires_in)}s", jid=self.jid),
         ]
 
-    def _on_ClientOutdated(self, e: ClientOutdated) -> list[Effect]:
+    def _on_client_outdated(self, e: ClientOutdated) -> list[Effect]:
         return self._halt("client_outdated: WhatsApp refuses this client version; upgrade the gateway")
 
-    def _on_StreamReplaced(self, e: StreamReplaced) -> list[Effect]:
+    def _on_stream_replaced(self, e: StreamReplaced) -> list[Effect]:
         if self.phase not in ("connected", "connecting"):
             return []
         if self.replaced_at is not None and e.now - self.replaced_at < self.policy.replaced_window:
@@ -457,7 +496,7 @@ class ConnectionMachine:
         self.phase = "verifying"
         return [Report("disconnected", reason="stream_replaced: checking ownership", jid=self.jid), VerifyOwnership()]
 
-    def _on_OwnershipChecked(self, e: OwnershipChecked) -> list[Effect]:
+    def _on_ownership_checked(self, e: OwnershipChecked) -> list[Effect]:
         if self.phase != "verifying":
             return []
         if not e.still_owner:
@@ -465,17 +504,17 @@ class ConnectionMachine:
             return [Disconnect(), Terminate()]
         return self._dial(reason="stream_replaced: still the owner, reconnecting once")
 
-    def _on_ReconnectRequested(self, e: ReconnectRequested) -> list[Effect]:
+    def _on_reconnect_requested(self, e: ReconnectRequested) -> list[Effect]:
         # The actor refuses reconnects for unlinked or banned sessions before they get here.
         self.attempt = 0
         self.replaced_at = None
         return [Disconnect(), CancelTimer("reconnect"), *self._dial(reason="reconnect requested")]
 
-    def _on_LogoutRequested(self, e: LogoutRequested) -> list[Effect]:
+    def _on_logout_requested(self, e: LogoutRequested) -> list[Effect]:
         effects: list[Effect] = [Logout()] if self.has_credentials else []
         return effects + self._logged_out("logged_out: by request")
 
-    def _on_StopRequested(self, e: StopRequested) -> list[Effect]:
+    def _on_stop_requested(self, e: StopRequested) -> list[Effect]:
         was_live = self.phase in _LIVE_PHASES
         effects: list[Effect] = [CancelTimer("reconnect"), CancelTimer("pairing_timeout"), CancelTimer("ban_expiry")]
         if self.has_credentials and self.phase not in ("logged_out",):
