@@ -16,12 +16,33 @@ import structlog
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
+from nats.aio.msg import Msg
 
-from contracts.envelope import ContractError, decode
+from contracts.envelope import ContractError, Err, Ok, decode
+from services.common.bus import encode
 
 log = structlog.get_logger(__name__)
 
 UnansweredHook = Callable[[StreamMessage[Any], ContractError], Awaitable[None]]
+
+
+def as_contract_error(exc: Exception, subject: str) -> ContractError:
+    """What a failed request answers: its ContractError, or `internal` (logged) for anything
+    unexpected."""
+    if isinstance(exc, ContractError):
+        return exc
+    log.error("request failed", subject=subject, exc_info=exc)
+    return ContractError("internal", "internal error; the request was not completed")
+
+
+async def answer(msg: Msg, produce: Callable[[], Awaitable[Any]]) -> None:
+    """Answer a plain NATS request (outside FastStream) with the v1 envelope, whatever happens."""
+    try:
+        reply: Ok[Any] | Err = Ok(data=await produce())
+    except Exception as exc:
+        reply = as_contract_error(exc, msg.subject).reply()
+    if msg.reply:
+        await msg.respond(encode(reply))
 
 
 def strict(type_: type) -> Callable[[StreamMessage[Any]], Awaitable[Any]]:
@@ -41,11 +62,8 @@ class EnvelopeMiddleware(BaseMiddleware):
     async def consume_scope(self, call_next: Callable[..., Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         try:
             return await call_next(msg)
-        except ContractError as exc:
-            error = exc
-        except Exception:
-            log.exception("request failed", subject=msg.raw_message.subject)
-            error = ContractError("internal", "internal error; the request was not completed")
+        except Exception as exc:
+            error = as_contract_error(exc, msg.raw_message.subject)
         if not msg.reply_to and self._on_unanswered is not None:
             await self._on_unanswered(msg, error)
         return error.reply()

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import structlog
@@ -37,19 +37,15 @@ from services.session_actor.adapters.base import (
     Undecryptable,
     WhatsAppClient,
 )
+from services.session_actor.commands import MOVING, Unlisten
+from services.session_actor.host import ActorHost
 from services.session_actor.outbound import SendExecutor
-
-if TYPE_CHECKING:
-    from services.session_actor.node import Node
 
 log = structlog.get_logger(__name__)
 
 # A burst of store writes (key rotation, message sessions) becomes one snapshot.
 SNAPSHOT_DEBOUNCE = 2.0
 PAIR_CODE_TIMEOUT = 30.0
-# Internal error code (actor subjects only): the command reached an actor that is handing its
-# session over, so the API asks the next owner instead of failing the user's request.
-MOVING = "session_moving"
 
 
 @dataclass
@@ -66,33 +62,47 @@ class _Stop:
 
 
 class SessionActor:
-    def __init__(self, node: Node, sid: str, revision: int, token: str) -> None:
-        self.node = node
+    """The actor of session `sid` under the claim that produced `revision` of its ownership
+    entry (fencing token `token`). The node runs `run()` as a task of its own."""
+
+    def __init__(self, host: ActorHost, sid: str, revision: int, token: str) -> None:
+        self.host = host
         self.sid = sid
         self.revision = revision
         self.token = token
         self.log = log.bind(session=sid, token=token)
-        self.machine = m.ConnectionMachine(node.reconnect_policy, random.Random())
+        self.machine = m.ConnectionMachine(host.reconnect_policy, random.Random())
         self.client: WhatsAppClient | None = None
         self.restored: Restored | None = None
         self.state = "created"
         self.reason: str | None = None
         self.since: datetime = utcnow()
-        self.sender = SendExecutor(self)
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()
+        self.sender = SendExecutor(
+            host.sending,
+            sid=sid,
+            token=token,
+            node_id=host.node_id,
+            client=lambda: self.client,
+            connected=self.connected,
+            may_act=host.may_act,
+        )
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._snapshot_timer: asyncio.TimerHandle | None = None
         self._pair_code: asyncio.Future[str] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._subscription: Any = None
+        self._unlisten: Unlisten | None = None
         self._stopping = False
+        self._commands: dict[str, Callable[[bytes], Awaitable[Any]]] = {
+            "pair": self._cmd_pair,
+            "policy": self._cmd_policy,
+            "logout": self._cmd_logout,
+            "reconnect": self._cmd_reconnect,
+            "delete": self._cmd_delete,
+        }
 
     # -- lifecycle (called by the node) -------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"actor-{self.sid}")
-
     def stop(self, reason: str) -> None:
         """Graceful stop: flush credentials, close, report; the node then releases ownership."""
         self._inbox.put_nowait(_Stop(graceful=True, reason=reason))
@@ -101,7 +111,7 @@ class SessionActor:
         """Stop at once without touching shared state: this node no longer owns the session."""
         self._inbox.put_nowait(_Stop(graceful=False, reason="ownership lost"))
 
-    async def command(self, op: str, body: Any) -> Any:
+    async def command(self, op: str, body: bytes) -> Any:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(Command(op, body, done))
         return await done
@@ -115,7 +125,8 @@ class SessionActor:
         return not self.finished.is_set()
 
     # -- the loop -----------------------------------------------------------------------
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """The actor's life: boot, then one inbox item at a time until a stop."""
         try:
             if await self._boot():
                 while True:
@@ -129,38 +140,35 @@ class SessionActor:
             await self._finish(_Stop(graceful=False, reason="actor crashed"))
         finally:
             self.finished.set()
-            self.node.actor_finished(self)
 
     async def _boot(self) -> bool:
-        node = self.node
+        host = self.host
         # Credentials are read only after the fence (a stale owner's later write is refused,
         # an earlier one is seen); the session document may be read alongside it.
         _, _, doc = await asyncio.gather(
-            node.sessions.fence(self.sid, self.token),
-            node.vault.fence(self.sid, self.token),
-            node.sessions.get(self.sid),
+            host.sessions.fence(self.sid, self.token),
+            host.vault.fence(self.sid, self.token),
+            host.sessions.get(self.sid),
         )
         if doc is None:
             return False
         self.state, self.since = doc["state"], doc["since"]
         self.sender.apply(msgspec.convert(doc.get("policy") or {}, SendPolicy))
-        self._subscription = await node.nc.subscribe(
-            node.subjects.actor(self.sid, "*"), cb=self._on_command_msg
-        )
+        self._unlisten = await host.commands.listen(self.sid, self.command)
         fallback_note: str | None = None
         try:
-            self.restored = await node.vault.restore(self.sid)
+            self.restored = await host.vault.restore(self.sid)
         except VaultError as exc:
             self.log.error("credentials unusable", error=str(exc))
             await self._report(m.Report("stopped", reason=f"credentials_unusable: {exc}"))
             self.machine.phase = "stopped"
             return True
         if self.restored is not None:
-            node.write_store(self.sid, self.restored.store)
+            host.stores.write(self.sid, self.restored.store)
             if self.restored.skipped:
                 fallback_note = "; ".join(f"version {v} skipped ({why})" for v, why in self.restored.skipped)
                 fallback_note = f"credentials restored from version {self.restored.version}: {fallback_note}"
-        self.client = node.factory.create(self.sid, node.store_path(self.sid), self.emit, time.monotonic)
+        self.client = self._new_client()
         self.sender.start()
         start = m.Start(
             time.monotonic(),
@@ -207,7 +215,7 @@ class SessionActor:
         assert client is not None
         match effect:
             case m.Connect():
-                await self.node.connect_slot()
+                await self.host.connect_slot()
                 if not self._may_act():
                     return
                 await client.connect()
@@ -231,7 +239,7 @@ class SessionActor:
             case m.CancelTimer(timer=timer):
                 self._cancel_timer(timer)
             case m.VerifyOwnership():
-                still = self.node.still_owner(self.sid, self.revision)
+                still = self.host.still_owner(self.sid, self.revision)
                 self._inbox.put_nowait(m.OwnershipChecked(time.monotonic(), still))
             case m.Terminate():
                 self.abort()
@@ -248,14 +256,14 @@ class SessionActor:
             self.connected.set()
         else:
             self.connected.clear()
-        accepted = await self.node.sessions.report(
+        accepted = await self.host.sessions.report(
             self.sid,
             self.token,
             state=report.state,
             since=self.since,
             reason=report.reason,
             jid=report.jid,
-            node=self.node.id,
+            node=self.host.node_id,
             pairing_phone=self.machine.pending_phone,
         )
         if not accepted:
@@ -264,14 +272,14 @@ class SessionActor:
             return
         if not self._may_act():
             return  # paused after the write: the event would arrive after a newer owner's
-        await self.node.events.publish(
+        await self.host.events.publish(
             StatusEvent(
                 event_id=new_id(),
                 session_id=self.sid,
                 at=utcnow(),
                 state=report.state,  # type: ignore[arg-type]
                 reason=report.reason,
-                node=self.node.id,
+                node=self.host.node_id,
                 jid=report.jid,
                 qr=report.qr,
                 pair_code=pair_code,
@@ -295,12 +303,15 @@ class SessionActor:
         self.restored = None
         self._cancel_snapshot()
         if self._may_act():
-            await self.node.vault.destroy(self.sid, self.token)
+            await self.host.vault.destroy(self.sid, self.token)
         if self.client is not None:
             await self.client.close()
-        self.node.remove_store(self.sid)
+        self.host.stores.remove(self.sid)
         # A fresh client with an empty store, ready to pair again.
-        self.client = self.node.factory.create(self.sid, self.node.store_path(self.sid), self.emit, time.monotonic)
+        self.client = self._new_client()
+
+    def _new_client(self) -> WhatsAppClient:
+        return self.host.clients.create(self.sid, self.host.stores.path(self.sid), self.emit, time.monotonic)
 
     def _schedule_snapshot(self, delay: float) -> None:
         if self._snapshot_timer is None and self.machine.has_credentials:
@@ -321,7 +332,7 @@ class SessionActor:
             store = await self.client.snapshot()
         except FileNotFoundError:
             return
-        saved = await self.node.vault.save(self.sid, self.token, store, last=self.restored)
+        saved = await self.host.vault.save(self.sid, self.token, store, last=self.restored)
         if saved is None:
             self.log.warning("credential write refused: a newer owner holds the session")
             self.abort()
@@ -333,7 +344,7 @@ class SessionActor:
     async def _inbound(self, message: InboundMessage) -> None:
         if not self._may_act():
             return
-        await self.node.events.publish(
+        await self.host.events.publish(
             MessageEvent(
                 event_id=f"{self.sid}:msg:{message.message_id}",
                 session_id=self.sid,
@@ -351,16 +362,9 @@ class SessionActor:
             await message.ack()
 
     # -- commands -------------------------------------------------------------------------
-    async def _on_command_msg(self, msg: Any) -> None:
-        # Answered from a task of its own: the reply must outlive this subscription, which
-        # the actor drops when a command (delete) ends it.
-        op = msg.subject.rsplit(".", 1)[-1]
-        self.node.background.spawn(self.node.answer(msg, lambda: self.command(op, msg.data)))
-
     async def _handle_command(self, cmd: Command) -> None:
-        try:
-            handler: Callable[[Any], Awaitable[Any]] = getattr(self, f"_cmd_{cmd.op}")
-        except AttributeError:
+        handler = self._commands.get(cmd.op)
+        if handler is None:
             cmd.done.set_exception(ContractError("not_found", f"unknown session operation {cmd.op!r}"))
             return
         try:
@@ -400,18 +404,18 @@ class SessionActor:
             except Exception as exc:
                 answer.set_exception(exc)
 
-        self.node.background.spawn(wait_code(), name=f"pair-code-{self.sid}")
+        self.host.spawn(wait_code(), f"pair-code-{self.sid}")
         return answer
 
     async def _cmd_policy(self, body: bytes) -> Any:
         self.sender.apply(decode(body, SendPolicy))
         return {"applied": True}
 
-    async def _cmd_logout(self, body: Any) -> Any:
+    async def _cmd_logout(self, body: bytes) -> Any:
         await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))
         return {"state": self.state}
 
-    async def _cmd_reconnect(self, body: Any) -> Any:
+    async def _cmd_reconnect(self, body: bytes) -> Any:
         if self.machine.phase in ("idle", "logged_out") or not self.machine.has_credentials:
             raise unavailable(f"session is {self.state}: pair it first")
         if self.machine.phase == "banned":
@@ -419,7 +423,7 @@ class SessionActor:
         await self._apply(self.machine.handle(m.ReconnectRequested(time.monotonic())))
         return {"state": self.state}
 
-    async def _cmd_delete(self, body: Any) -> Any:
+    async def _cmd_delete(self, body: bytes) -> Any:
         if self.machine.has_credentials:
             await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))
         else:
@@ -437,13 +441,13 @@ class SessionActor:
             self._cancel_timer(timer)
         self._cancel_snapshot()
         await self.sender.stop()
-        if self._subscription is not None:
+        if self._unlisten is not None:
             with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
+                await self._unlisten()
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()
-        self.node.remove_store(self.sid)
+        self.host.stores.remove(self.sid)
         self.connected.clear()
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
@@ -451,7 +455,7 @@ class SessionActor:
                 item.done.set_exception(ContractError(MOVING, "session is moving to another node"))
 
     def _may_act(self) -> bool:
-        return self.node.may_act() and not self.finished.is_set()
+        return self.host.may_act() and not self.finished.is_set()
 
     def _cancel_timer(self, timer: str) -> None:
         handle = self._timers.pop(timer, None)

@@ -17,11 +17,13 @@ from typing import Any
 import msgspec
 import nats.errors
 from faststream import Path
+from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from contracts.envelope import ContractError, Ok, invalid, not_found, unavailable
 from contracts.events import StatusEvent
-from contracts.queue import PolicyRequest, SendPolicy
+from contracts.queue import PacingPolicy, PolicyRequest, SendPolicy
 from contracts.sessions import (
     Empty,
     PairRequest,
@@ -31,15 +33,16 @@ from contracts.sessions import (
     SessionDeleted,
     SessionList,
 )
+from contracts.subjects import Subjects
 from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.api import request_router, strict
-from services.common.bus import encode, new_id, request
-from services.common.cluster import OWN
+from services.common.bus import EventPublisher, encode, new_id, request
+from services.common.cluster import OWN, ClusterView
 from services.common.registration import register
-from services.common.sessions import session_view
-from services.session_actor.actor import MOVING
-from services.session_actor.node import Node
-from services.session_actor.outbound import consumer_name
+from services.common.sessions import SessionStore, session_view
+from services.credentials.vault import CredentialVault
+from services.session_actor.commands import MOVING
+from services.session_actor.send_queue import SendQueues
 
 QUEUE = "session-api"
 WORKERS = 32
@@ -49,22 +52,41 @@ ACTOR_TIMEOUT = 40.0
 
 
 class SessionApi:
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(
+        self,
+        *,
+        nc: NatsClient,
+        subjects: Subjects,
+        sessions: SessionStore,
+        vault: CredentialVault,
+        kv: KeyValue,
+        view: ClusterView,
+        events: EventPublisher,
+        queues: SendQueues,
+        default_pacing: PacingPolicy,
+        move_patience: float,
+    ) -> None:
+        self._nc = nc
+        self._subjects = subjects
+        self._sessions = sessions
+        self._vault = vault
+        self._kv = kv  # the leases bucket: own.<sid>
+        self._view = view
+        self._events = events
+        self._queues = queues
+        self._default_pacing = default_pacing
+        self._move_patience = move_patience  # how long a request waits for a moving session
 
     async def create(self, req: SessionCreate) -> Ok[Session]:
-        node = self._node
-        doc = await register(node.sessions, node.kv, node.events, req.session_id, req.label)
-        return Ok(data=session_view(doc, node.cluster.view))
+        doc = await register(self._sessions, self._kv, self._events, req.session_id, req.label)
+        return Ok(data=session_view(doc, self._view))
 
     async def list(self) -> Ok[SessionList]:
-        node = self._node
-        docs = await node.sessions.list()
-        return Ok(data=SessionList(sessions=[session_view(doc, node.cluster.view) for doc in docs]))
+        docs = await self._sessions.list()
+        return Ok(data=SessionList(sessions=[session_view(doc, self._view) for doc in docs]))
 
     async def get(self, sid: str) -> Ok[Session]:
-        node = self._node
-        return Ok(data=session_view(await self._existing(sid), node.cluster.view))
+        return Ok(data=session_view(await self._existing(sid), self._view))
 
     async def pair(self, sid: str, req: PairRequest) -> Ok[PairStarted]:
         await self._existing(sid)
@@ -85,14 +107,13 @@ class SessionApi:
         doc = await self._existing(sid)
         policy = req.policy if req.policy is not None else msgspec.convert(doc.get("policy") or {}, SendPolicy)
         if req.policy is not None:
-            await self._node.sessions.set_policy(sid, msgspec.to_builtins(req.policy))
+            await self._sessions.set_policy(sid, msgspec.to_builtins(req.policy))
             with contextlib.suppress(ContractError):  # not running now: its next owner reads it
                 await self._forward(sid, "policy", encode(req.policy), patient=False)
-        effective = msgspec.structs.replace(policy, pacing=policy.pacing or self._node.default_pacing)
+        effective = msgspec.structs.replace(policy, pacing=policy.pacing or self._default_pacing)
         return Ok(data=effective)
 
     async def delete(self, sid: str) -> Ok[SessionDeleted]:
-        node = self._node
         await self._existing(sid)
         try:
             await self._forward(sid, "delete", b"{}")
@@ -100,35 +121,29 @@ class SessionApi:
             if exc.code != "session_unavailable":
                 raise
             # Nobody runs it (no capacity anywhere): still honour the delete.
-            await node.vault.destroy(sid)
-        await node.sessions.mark_deleting(sid)
-        try:
-            await node.kv.delete(OWN + sid)
-        except NotFoundError:
-            pass
-        try:
-            await node.js.delete_consumer(node.subjects.outbound_stream, consumer_name(sid))
-        except NotFoundError:
-            pass
-        await node.sessions.remove(sid)
-        await node.events.publish(StatusEvent(event_id=new_id(), session_id=sid, at=utcnow(), state="deleted"))
+            await self._vault.destroy(sid)
+        await self._sessions.mark_deleting(sid)
+        with contextlib.suppress(NotFoundError):
+            await self._kv.delete(OWN + sid)
+        await self._queues.forget(sid)
+        await self._sessions.remove(sid)
+        await self._events.publish(StatusEvent(event_id=new_id(), session_id=sid, at=utcnow(), state="deleted"))
         return Ok(data=SessionDeleted(session_id=sid))
 
     async def _existing(self, sid: str) -> dict[str, Any]:
         if not _SID.match(sid):
             raise invalid(f"session id: expected 1-64 characters A-Z a-z 0-9 _ -, got {sid!r}")
-        doc = await self._node.sessions.get(sid)
+        doc = await self._sessions.get(sid)
         if doc is None:
             raise not_found(f"no session {sid!r}")
         return doc
 
     async def _forward(self, sid: str, op: str, body: bytes, patient: bool = True) -> Any:
         """Ask the owning actor; wait while the session moves between owners (if `patient`)."""
-        node = self._node
-        deadline = time.monotonic() + (node.settings.lease_ttl * 2 + 2 if patient else 0)
+        deadline = time.monotonic() + (self._move_patience if patient else 0)
         while True:
             try:
-                return await request(node.nc, node.subjects.actor(sid, op), body, timeout=ACTOR_TIMEOUT)
+                return await request(self._nc, self._subjects.actor(sid, op), body, timeout=ACTOR_TIMEOUT)
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 why = "has no running owner right now (moving between nodes, or every node is at capacity)"
             except ContractError as exc:

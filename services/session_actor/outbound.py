@@ -5,11 +5,9 @@ shared with the outbound-queue; this executor only sequences them for one sessio
 
     expired? -> wait for the pacer (holding the message) -> claim -> typing -> send -> record
 
-Each session has a durable consumer on its own subject of the outbound stream with one
-message in flight, so sends leave in acceptance order and whichever node owns the session
-next continues where the last owner stopped. Pacing happens before the claim: a send that
-waits (minutes, or until tomorrow under a daily cap) is not yet `sending`, so an owner that
-dies meanwhile leaves nothing ambiguous behind. A failed attempt is handed back with an
+Sends come from the session's own queue (send_queue.py), one at a time. Pacing happens
+before the claim: a send that waits (minutes, or until tomorrow under a daily cap) is not
+yet `sending`, so an owner that dies meanwhile leaves nothing ambiguous behind. A failed attempt is handed back with an
 explicit delayed NAK (a plain NAK would redeliver at once); with one message in flight a
 NAKed send keeps its place, later sends wait behind it.
 """
@@ -21,32 +19,30 @@ import contextlib
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import structlog
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
 
 from contracts.envelope import ErrorBody
 from contracts.internal import QueuedSend
-from contracts.queue import SendPolicy
+from contracts.queue import PacingPolicy, SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
 from services.common.media import MediaLimits
 from services.common.tasks import cancel_and_wait, wait_event
 from services.sending.journal import SendRecord, accepted_record
-from services.sending.policy import Pacer, expired
+from services.sending.ledger import Ledger
+from services.sending.policy import Pacer, RetryPolicy, expired
 from services.session_actor import media as media_files
 from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
-
-if TYPE_CHECKING:
-    from services.session_actor.actor import SessionActor
+from services.session_actor.send_queue import ACK_WAIT, SendQueues
 
 log = structlog.get_logger(__name__)
 
-ACK_WAIT = 60.0
 FETCH_WAIT = 5.0
 # A send that failed because the connection dropped waits for the reconnect, then this.
 NOT_CONNECTED_RETRY = 1.0
@@ -55,15 +51,47 @@ RECENT_SENDS = 10_000
 _queued = msgspec.json.Decoder(QueuedSend)
 
 
-def consumer_name(sid: str) -> str:
-    return f"out-{sid}"
+@dataclass(frozen=True)
+class SendingKit:
+    """What every executor of a node shares: the bookkeeping, the queues and the rules."""
+
+    ledger: Ledger
+    queues: SendQueues
+    retry: RetryPolicy
+    default_pacing: PacingPolicy
+    media_limits: MediaLimits
+    media_concurrency: int
 
 
 class SendExecutor:
-    def __init__(self, actor: SessionActor) -> None:
-        self.actor = actor
+    """Sends of one session, for the actor that owns it under fencing token `token`.
+
+    `client` gives the actor's current WhatsApp client (it is replaced when credentials are
+    destroyed), `connected` is set while the connection is up, `may_act` says whether the
+    node still holds its lease.
+    """
+
+    def __init__(
+        self,
+        kit: SendingKit,
+        *,
+        sid: str,
+        token: str,
+        node_id: str,
+        client: Callable[[], WhatsAppClient | None],
+        connected: asyncio.Event,
+        may_act: Callable[[], bool],
+    ) -> None:
+        self._kit = kit
+        self._ledger = kit.ledger
+        self._sid = sid
+        self._token = token
+        self._node_id = node_id
+        self._client = client
+        self._connected = connected
+        self._may_act = may_act
         self.policy = SendPolicy()
-        self.pacer = Pacer(actor.node.default_pacing, random.Random(), started=time.monotonic())
+        self.pacer = Pacer(kit.default_pacing, random.Random(), started=time.monotonic())
         self._task: asyncio.Task[None] | None = None
         self._current: Any = None
         self._by_message: OrderedDict[str, str] = OrderedDict()
@@ -72,13 +100,11 @@ class SendExecutor:
     def apply(self, policy: SendPolicy) -> None:
         """A new policy for this session; the pacing state starts over with it, at once."""
         self.policy = policy
-        self.pacer = Pacer(
-            policy.pacing or self.actor.node.default_pacing, random.Random(), started=time.monotonic()
-        )
+        self.pacer = Pacer(policy.pacing or self._kit.default_pacing, random.Random(), started=time.monotonic())
         self._policy_changed.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"sender-{self.actor.sid}")
+        self._task = asyncio.create_task(self._run(), name=f"sender-{self._sid}")
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -90,47 +116,16 @@ class SendExecutor:
             self._current = None
 
     async def forget(self) -> None:
-        """The session is deleted: drop its consumer (the outbound-queue fails what is left)."""
+        """The session is deleted: drop its queue's consumer (the outbound-queue fails what
+        is left)."""
         await self.stop()
-        node = self.actor.node
-        with contextlib.suppress(NotFoundError):
-            await node.js.delete_consumer(node.subjects.outbound_stream, consumer_name(self.actor.sid))
-
-    async def _subscribe(self) -> Any:
-        """Bind to the session's consumer, made afresh if a previous owner died holding a send.
-
-        JetStream would hold that send back for ACK_WAIT, and every later one behind it. The
-        outbound stream is a work queue (a send is removed once acked), so a fresh consumer
-        starts at exactly the oldest unfinished send; the journal's claim settles whatever the
-        dead owner had begun.
-        """
-        node, sid = self.actor.node, self.actor.sid
-        stream, name = node.subjects.outbound_stream, consumer_name(sid)
-        try:
-            info = await node.js.consumer_info(stream, name)
-            usable = not info.num_ack_pending
-            if not usable:
-                await node.js.delete_consumer(stream, name)
-        except NotFoundError:
-            usable = False
-        if not usable:
-            config = ConsumerConfig(
-                durable_name=name,
-                filter_subject=node.subjects.outbound(sid),
-                ack_policy=AckPolicy.EXPLICIT,
-                max_ack_pending=1,
-                ack_wait=ACK_WAIT,
-                max_deliver=-1,
-                deliver_policy=DeliverPolicy.ALL,
-            )
-            await node.js.add_consumer(stream, config=config)
-        return await node.js.pull_subscribe_bind(durable=name, stream=stream)
+        await self._kit.queues.forget(self._sid)
 
     async def _run(self) -> None:
-        psub = await self._subscribe()
+        psub = await self._kit.queues.open(self._sid)
         try:
             while True:
-                await self.actor.connected.wait()
+                await self._connected.wait()
                 try:
                     msgs = await psub.fetch(1, timeout=FETCH_WAIT)
                 except TimeoutError:
@@ -144,7 +139,6 @@ class SendExecutor:
                 await psub.unsubscribe()
 
     async def _deliver(self, msg: Any, item: QueuedSend) -> None:
-        ledger, sid = self.actor.node.ledger, self.actor.sid
         if await self._expired(item):
             await msg.ack()
             return
@@ -163,7 +157,7 @@ class SendExecutor:
         except SendError as exc:
             await self._failed_attempt(msg, item, record, exc)
             return
-        await ledger.sent(sid, record, result.message_id)
+        await self._ledger.sent(self._sid, record, result.message_id)
         self.pacer.sent(time.monotonic())
         self._remember(result.message_id, item.id)
         await msg.ack()
@@ -171,61 +165,54 @@ class SendExecutor:
     async def _expired(self, item: QueuedSend) -> bool:
         if not expired(item.expires_at, utcnow()):
             return False
-        ledger, sid = self.actor.node.ledger, self.actor.sid
-        if not await ledger.expire(sid, item.id):  # settled already (e.g. by the expiry timer)
-            found = await ledger.journal.get(sid, item.id)
+        if not await self._ledger.expire(self._sid, item.id):  # settled already (e.g. by the expiry timer)
+            found = await self._ledger.journal.get(self._sid, item.id)
             if found is not None:
-                await ledger.repeat(sid, found[0])
+                await self._ledger.repeat(self._sid, found[0])
         return True
 
     async def _pace(self, msg: Any) -> None:
         """Hold the message until the pacer lets it go (pacing delays, it never drops)."""
         while True:
-            if not self.actor.connected.is_set():
-                await self._holding(msg, self.actor.connected.wait())
+            if not self._connected.is_set():
+                await self._holding(msg, self._connected.wait())
             now = utcnow()
             midnight = datetime(now.year, now.month, now.day, tzinfo=now.tzinfo) + timedelta(days=1)
             wait = self.pacer.delay(time.monotonic(), now.date(), (midnight - now).total_seconds())
             if wait <= 0:
                 return
             self._policy_changed.clear()
-            await self._holding(msg, self._sleep_unless_policy_changes(wait))
-
-    async def _sleep_unless_policy_changes(self, seconds: float) -> None:
-        await wait_event(self._policy_changed, seconds)
+            await self._holding(msg, wait_event(self._policy_changed, wait))
 
     async def _claim(self, item: QueuedSend) -> SendRecord | None:
         """Make this send ours (`sending`), or settle a copy that is already past that."""
-        node, sid = self.actor.node, self.actor.sid
-        ledger = node.ledger
+        journal, sid = self._ledger.journal, self._sid
         known = None
         if item.journal_revision is not None:  # as intake recorded it; tried without a read
             known = (accepted_record(item.id, item.accepted_at), item.journal_revision)
-        claimed, record = await ledger.journal.claim(sid, item.id, self.actor.token, node.id, known=known)
+        claimed, record = await journal.claim(sid, item.id, self._token, self._node_id, known=known)
         if not claimed and record.state == "sending" and self.policy.resend_ambiguous:
-            claimed, record = await ledger.journal.claim(
-                sid, item.id, self.actor.token, node.id, from_state="sending"
-            )
+            claimed, record = await journal.claim(sid, item.id, self._token, self._node_id, from_state="sending")
         if claimed:
             return record
         if record.state == "sending":
             error = ErrorBody(
                 code="ambiguous", message="an earlier attempt may have reached WhatsApp; not sent again"
             )
-            await ledger.fail(sid, record, error, dead_letter=item, node=node.id)
+            await self._ledger.fail(sid, record, error, dead_letter=item, node=self._node_id)
         else:
-            await ledger.repeat(sid, record)
+            await self._ledger.repeat(sid, record)
         return None
 
     async def _typing(self, msg: Any, item: QueuedSend) -> None:
-        client = self.actor.client
+        client = self._client()
         if client is not None:
             await client.show_typing(to_jid(item.to))
             await self._holding(msg, asyncio.sleep(self.pacer.policy.typing_seconds))
 
     async def _send(self, item: QueuedSend) -> SendResult:
-        client = self.actor.client
-        if client is None or not self.actor.connected.is_set() or not self.actor.node.may_act():
+        client = self._client()
+        if client is None or not self._connected.is_set() or not self._may_act():
             raise SendError("not_connected", "the session is not connected")
         if item.media is None:
             return await client.send_text(to_jid(item.to), item.text or "", ref=item.id)
@@ -237,37 +224,32 @@ class SendExecutor:
         return await work
 
     async def _send_media(self, client: WhatsAppClient, item: QueuedSend, media: Media) -> SendResult:
-        settings = self.actor.node.settings
-        async with media_files.slot(settings.media_concurrency):
-            outgoing = await media_files.prepare(media, item.text, MediaLimits.from_settings(settings))
+        async with media_files.slot(self._kit.media_concurrency):
+            outgoing = await media_files.prepare(media, item.text, self._kit.media_limits)
             return await client.send_media(to_jid(item.to), outgoing, ref=item.id)
 
     async def _failed_attempt(self, msg: Any, item: QueuedSend, record: SendRecord, exc: SendError) -> None:
-        node, sid = self.actor.node, self.actor.sid
+        ledger, sid = self._ledger, self._sid
         error = ErrorBody(code=exc.code, message=exc.message)
         if exc.ambiguous:
-            await node.ledger.fail(
-                sid, record, ErrorBody(code="ambiguous", message=exc.message), item, node.id
-            )
+            await ledger.fail(sid, record, ErrorBody(code="ambiguous", message=exc.message), item, self._node_id)
             await msg.ack()
             return
         if exc.permanent:
-            await node.ledger.fail(sid, record, error)
+            await ledger.fail(sid, record, error)
             await msg.ack()
             return
         # A dropped connection is not the message's fault: it costs no attempt.
         counted = exc.code != "not_connected"
         attempts = record.attempts + counted
-        if attempts >= node.retry_policy.max_attempts:
+        if attempts >= self._kit.retry.max_attempts:
             failed = msgspec.structs.replace(record, attempts=attempts)
-            await node.ledger.fail(sid, failed, error, dead_letter=item, node=node.id)
+            await ledger.fail(sid, failed, error, dead_letter=item, node=self._node_id)
             await msg.ack()
             return
-        await node.ledger.release(sid, record, attempts)
-        delay = node.retry_policy.delay(attempts, random.Random()) if counted else NOT_CONNECTED_RETRY
-        log.info(
-            "send failed, retrying", session=sid, id=item.id, error=str(exc), attempt=attempts, delay=delay
-        )
+        await ledger.release(sid, record, attempts)
+        delay = self._kit.retry.delay(attempts, random.Random()) if counted else NOT_CONNECTED_RETRY
+        log.info("send failed, retrying", session=sid, id=item.id, error=str(exc), attempt=attempts, delay=delay)
         await msg.nak(delay=delay)
 
     async def _holding(self, msg: Any, waiting: Any) -> None:
@@ -288,7 +270,7 @@ class SendExecutor:
     async def receipt(self, receipt: Receipt) -> None:
         if receipt.kind not in ("delivered", "read", "played"):
             return
-        ledger, sid = self.actor.node.ledger, self.actor.sid
+        ledger, sid = self._ledger, self._sid
         for message_id in receipt.message_ids:
             send_id = self._by_message.get(message_id)
             if send_id is None:
