@@ -1,0 +1,216 @@
+"""The send executor of one session, driven with fakes for its narrow inputs: a queue that
+hands out one message at a time, the send journal on an in-memory KV, and a WhatsApp client
+that answers at once. What is checked is what the guarantees rest on: order, the recorded
+intent before each send, pacing, retries, and one terminal state per send."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+import pytest
+
+from contracts.types import utcnow
+from services.sending.journal import SendJournal
+from services.session_actor.adapters.base import Receipt, SendError
+from services.session_actor.outbound import SendExecutor
+from tests.fakes import (
+    FakeClient,
+    FakeJetStream,
+    FakeKV,
+    FakeQueue,
+    queued,
+    sending_kit,
+)
+from tests.support import wait_until
+
+SID, TOKEN = "s1", "00000000000001.0000000000000001"
+
+
+class Rig:
+    def __init__(self, tmp_path: object, **settings: object) -> None:
+        self.kv, self.js, self.queue = FakeKV(), FakeJetStream(), FakeQueue()
+        self.kit = sending_kit(self.kv, self.js, self.queue, **settings)
+        self.journal = SendJournal(self.kv)  # type: ignore[arg-type]
+        self.client = FakeClient(SID, tmp_path / "s1.db", lambda _: None, lambda: 0.0)  # type: ignore[operator]
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.lease_valid = True
+        self.executor = SendExecutor(
+            self.kit,
+            sid=SID,
+            token=TOKEN,
+            node_id="node-a",
+            client=lambda: self.client,
+            connected=self.connected,
+            may_act=lambda: self.lease_valid,
+        )
+
+    async def accept(self, send_id: str, **fields: object) -> None:
+        """As intake does: the journal record first, then the queued message."""
+        _, revision = await self.journal.accept(SID, send_id, utcnow())
+        self.queue.add(queued(send_id, SID, text=f"text of {send_id}", journal_revision=revision, **fields))
+
+    async def state(self, send_id: str) -> str | None:
+        found = await self.journal.get(SID, send_id)
+        return None if found is None else found[0].state
+
+    async def settled(self, *ids: str) -> None:
+        async def all_settled() -> bool:
+            states = [await self.state(i) for i in ids]
+            return all(state in ("sent", "failed", "expired") for state in states)
+
+        await wait_until(all_settled, timeout=10, what=f"{ids} settled")
+
+
+@pytest.fixture
+async def rig(tmp_path: object) -> AsyncIterator[Rig]:
+    made: list[Rig] = []
+
+    def make(**settings: object) -> Rig:
+        made.append(Rig(tmp_path, **settings))
+        return made[-1]
+
+    yield make  # type: ignore[misc]
+    for r in made:
+        await r.executor.stop()
+
+
+RigFactory = Callable[..., Rig]
+
+
+async def test_sends_leave_in_acceptance_order_each_with_its_intent_recorded_first(rig: RigFactory) -> None:
+    r = rig()
+
+    async def journal_state(ref: str) -> str | None:
+        return await r.state(ref)
+
+    r.client.on_send = journal_state
+    for i in range(5):
+        await r.accept(f"id{i}")
+    r.executor.start()
+    await r.settled(*(f"id{i}" for i in range(5)))
+    assert [s.ref for s in r.client.sent] == [f"id{i}" for i in range(5)]
+    assert {s.journal_state for s in r.client.sent} == {"sending"}  # the intent, recorded before
+    assert all(msg.outcome == "ack" for msg in r.queue.delivered)
+    assert r.js.outbound_states("id3") == ["sent"]
+
+
+async def test_pacing_holds_each_send_until_the_gap_has_passed(rig: RigFactory) -> None:
+    r = rig(pacing_enabled=True, pacing_per_minute=6000, pacing_burst=10, pacing_min_gap=0.3, pacing_jitter=0.0)
+    for i in range(3):
+        await r.accept(f"p{i}")
+    r.executor.start()
+    await r.settled("p0", "p1", "p2")
+    gaps = [b.at - a.at for a, b in zip(r.client.sent, r.client.sent[1:], strict=False)]
+    assert all(gap >= 0.29 for gap in gaps), gaps  # never faster than the policy allows
+
+
+async def test_a_transient_failure_is_handed_back_with_a_delay_and_sent_on_the_next_delivery(
+    rig: RigFactory,
+) -> None:
+    r = rig()
+    r.client.failures = [SendError("server_error", "try later")]
+    await r.accept("t1")
+    await r.accept("t2")
+    r.executor.start()
+    await r.settled("t1", "t2")
+    first = r.queue.delivered[0]
+    assert first.outcome == "nak" and first.nak_delay is not None and first.nak_delay > 0
+    assert [s.ref for s in r.client.sent] == ["t1", "t2"]  # the retried send kept its place
+    found = await r.journal.get(SID, "t1")
+    assert found is not None and found[0].state == "sent"
+
+
+async def test_a_send_that_keeps_failing_is_dead_lettered_after_the_last_attempt(rig: RigFactory) -> None:
+    r = rig(send_max_attempts=2)
+    r.client.failures = [SendError("server_error", "down")] * 2
+    await r.accept("d1")
+    r.executor.start()
+    await r.settled("d1")
+    assert r.client.sent == []
+    assert r.js.outbound_states("d1") == ["failed"]
+    assert [letter["item"]["id"] for letter in r.js.dead_letters()] == ["d1"]
+
+
+async def test_a_permanent_failure_fails_at_once_without_a_retry(rig: RigFactory) -> None:
+    r = rig()
+    r.client.failures = [SendError("not_on_whatsapp", "no such number", permanent=True)]
+    await r.accept("x1")
+    r.executor.start()
+    await r.settled("x1")
+    assert [msg.outcome for msg in r.queue.delivered] == ["ack"]
+    assert r.js.outbound_states("x1") == ["failed"]
+
+
+async def test_an_ambiguous_failure_is_never_sent_again(rig: RigFactory) -> None:
+    r = rig()
+    r.client.failures = [SendError("timeout", "no answer from WhatsApp", ambiguous=True)]
+    await r.accept("a1")
+    r.executor.start()
+    await r.settled("a1")
+    assert len(r.queue.delivered) == 1 and r.client.sent == []
+    event = next(p.body for p in r.js.published if p.body.get("id") == "a1")
+    assert event["error"]["code"] == "ambiguous"
+
+
+async def test_a_send_a_dead_owner_had_begun_is_failed_ambiguous_not_sent(rig: RigFactory) -> None:
+    r = rig()
+    await r.accept("half")
+    # The previous owner recorded its intent, then died before recording the outcome.
+    assert (await r.journal.claim(SID, "half", "00000000000001.0000000000000000", "node-dead"))[0]
+    r.executor.start()
+    await r.settled("half")
+    assert r.client.sent == []
+    assert r.js.outbound_states("half") == ["failed"]
+    assert r.js.dead_letters()[0]["error"]["code"] == "ambiguous"
+
+
+async def test_an_expired_send_is_reported_expired_and_never_sent(rig: RigFactory) -> None:
+    r = rig()
+    await r.accept("late", expires_at=utcnow() - timedelta(seconds=1))
+    await r.accept("fresh")
+    r.executor.start()
+    await r.settled("late", "fresh")
+    assert [s.ref for s in r.client.sent] == ["fresh"]
+    assert r.js.outbound_states("late") == ["expired"]
+
+
+async def test_nothing_is_sent_while_the_connection_is_down(rig: RigFactory) -> None:
+    r = rig()
+    r.connected.clear()
+    await r.accept("w1")
+    r.executor.start()
+    await asyncio.sleep(0.2)
+    assert r.client.sent == [] and await r.state("w1") == "accepted"
+    r.connected.set()
+    await r.settled("w1")
+    assert [s.ref for s in r.client.sent] == ["w1"]
+
+
+async def test_receipts_become_delivered_and_read_events_of_the_send(rig: RigFactory) -> None:
+    r = rig()
+    await r.accept("r1")
+    r.executor.start()
+    await r.settled("r1")
+    await r.executor.receipt(Receipt("read", ("wa-r1",), "15550001111@s.whatsapp.net"))
+    assert r.js.outbound_states("r1") == ["sent", "delivered", "read"]
+
+
+async def test_stopping_hands_the_message_in_hand_back_at_once(rig: RigFactory) -> None:
+    r = rig(pacing_enabled=True, pacing_per_minute=1, pacing_burst=1, pacing_min_gap=60, pacing_jitter=0.0)
+    await r.accept("first")
+    await r.accept("held")
+    r.executor.start()
+    await wait_until(lambda: len(r.queue.delivered) == 2, what="the second send held by pacing")
+    await r.executor.stop()
+    assert r.queue.delivered[1].outcome == "nak"  # back in the queue, ahead of later sends
+    assert await r.state("held") == "accepted"  # never claimed: nothing ambiguous left behind
+
+
+async def test_forgetting_a_deleted_session_drops_its_queue(rig: RigFactory) -> None:
+    r = rig()
+    r.executor.start()
+    await r.executor.forget()
+    assert r.queue.forgotten
