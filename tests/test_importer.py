@@ -18,7 +18,6 @@ import msgspec
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from bench.neonize_idle import forge_linked_store
 from contracts.internal import Ownership
 from contracts.sim import DeviceCredentials
 from contracts.types import utcnow
@@ -28,6 +27,7 @@ from services.common.sessions import SessionStore
 from services.credentials import importer
 from services.credentials.importer import Refused, Registry, copy_stores, session_id_for
 from services.credentials.vault import CredentialVault, Keyring, check_store
+from services.devstack.neonize_stores import forge_linked_store
 from services.session_actor.adapters.sim import SimStore
 from tests.support import ROOT, EventTap, settings_env, wait_until
 
@@ -57,7 +57,7 @@ def whatsmeow_store(jid: str = "15550001111:7@s.whatsapp.net") -> bytes:
             """
             import asyncio, sys, tempfile
             from pathlib import Path
-            from bench.neonize_idle import fresh_store
+            from services.devstack.neonize_stores import fresh_store
             from services.common.config import Settings
             from services.session_actor.adapters.neonize_client import NeonizeClientFactory
 
