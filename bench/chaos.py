@@ -23,11 +23,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.harness import Bench, Report, host_speed_ms, pair_many, system
+from bench.results import SERVICE_LOGS, Report, host_speed_ms
 from services.common.bus import encode
 from services.common.tasks import wait_event
+from services.devstack.probes import call_ok, wait_until
+from services.devstack.scenarios import RunningSystem, fresh_system, pair_many
 from services.sending.journal import SendJournal
-from tests.support import call_ok, wait_until
 
 TERMINAL = ("read", "failed", "expired")
 
@@ -57,7 +58,7 @@ class ChaosResult:
 
 
 async def chaos(
-    bench: Bench, sessions: int, sends: int, nodes: list[str], kill_every: float, settle: float = 120.0
+    bench: RunningSystem, sessions: int, sends: int, nodes: list[str], kill_every: float, settle: float = 120.0
 ) -> ChaosResult:
     """Pair `sessions`, send `sends` spread over them while killing nodes, then check."""
     result = ChaosResult()
@@ -81,7 +82,7 @@ async def chaos(
     return result
 
 
-async def _send_all(bench: Bench, sid: str, ids: list[str], result: ChaosResult) -> None:
+async def _send_all(bench: RunningSystem, sid: str, ids: list[str], result: ChaosResult) -> None:
     """One session's sends, in order: each accepted before the next is offered."""
     subject = bench.settings.subjects.send(sid)
     for send_id in ids:
@@ -98,7 +99,7 @@ async def _send_all(bench: Bench, sid: str, ids: list[str], result: ChaosResult)
 
 
 async def _kill_loop(
-    bench: Bench, nodes: list[str], every: float, stop: asyncio.Event, result: ChaosResult
+    bench: RunningSystem, nodes: list[str], every: float, stop: asyncio.Event, result: ChaosResult
 ) -> None:
     rng = random.Random()
     while not stop.is_set():
@@ -111,7 +112,7 @@ async def _kill_loop(
         bench.stack.start("session-actor", victim)
 
 
-def _terminal_of(bench: Bench, per_session: dict[str, list[str]]) -> dict[str, list[str]]:
+def _terminal_of(bench: RunningSystem, per_session: dict[str, list[str]]) -> dict[str, list[str]]:
     """Terminal states reported so far, per id."""
     found: dict[str, list[str]] = defaultdict(list)
     for sid in per_session:
@@ -121,7 +122,7 @@ def _terminal_of(bench: Bench, per_session: dict[str, list[str]]) -> dict[str, l
     return found
 
 
-async def _all_terminal(bench: Bench, per_session: dict[str, list[str]], timeout: float) -> bool:
+async def _all_terminal(bench: RunningSystem, per_session: dict[str, list[str]], timeout: float) -> bool:
     """Wait until every send reported a terminal state; False when `timeout` ran out first."""
     total = sum(len(ids) for ids in per_session.values())
     try:
@@ -131,7 +132,7 @@ async def _all_terminal(bench: Bench, per_session: dict[str, list[str]], timeout
     return True
 
 
-async def _check(bench: Bench, per_session: dict[str, list[str]], result: ChaosResult) -> None:
+async def _check(bench: RunningSystem, per_session: dict[str, list[str]], result: ChaosResult) -> None:
     stats = await call_ok(bench.nc, bench.settings.subjects.sim_stats, {}, timeout=30)
     result.duplicates = stats["totals"]["duplicates"]
     result.overlaps = stats["totals"]["overlaps"]
@@ -174,7 +175,7 @@ async def run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_eve
     names = [f"node{i + 1}" for i in range(nodes)]
     # Pacing off (10,000 sends at 10/min/session would take an hour); recipients read what
     # they get, so every send can reach a terminal state.
-    async with system("chaos", nodes=nodes, pacing_enabled=False, sim_read_after=0.2) as bench:
+    async with fresh_system("chaos", SERVICE_LOGS, nodes=nodes, pacing_enabled=False, sim_read_after=0.2) as bench:
         result = await chaos(bench, sessions, sends, names, kill_every, settle=300.0)
     report.add(**result.row(), host_speed_ms=host_speed_ms())
     for violation in result.violations[:50]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Report, percentiles
+from bench.results import Report, percentiles
 from contracts.sim import DeviceCredentials
 from services.common import mongo
 from services.common.cluster import fence_token

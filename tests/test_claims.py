@@ -24,12 +24,12 @@ from services.common.bus import encode
 from services.common.cluster import NODE, OWN
 from services.common.config import Settings
 from services.credentials.vault import Keyring
+from services.devstack.probes import wait_until
 from services.session_actor import node as node_module
 from services.session_actor import placement
 from services.session_actor.adapters.sim import SimClientFactory
 from services.session_actor.node import Node
 from tests.conftest import TEST_VAULT_KEYS
-from tests.support import wait_until
 
 
 @pytest.fixture
