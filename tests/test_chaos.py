@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.chaos import chaos
 from services.common.bus import ensure_topology
+from services.devstack.chaos import chaos
 from services.devstack.probes import EventTap, call, wait_until
 from services.devstack.scenarios import RunningSystem
 from tests.conftest import make_settings
