@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench chaos lint schema asyncapi clean
+.PHONY: run test bench chaos lint schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,7 @@ lint: $(STAMP)
 
 ## Regenerate the JSON Schema and AsyncAPI documents of the contract.
 schema: $(STAMP)
-	$(PY) -m contracts.schema docs/contract-v1.schema.json
-	$(PY) -m contracts.asyncapi docs/asyncapi.json
+	$(PY) -m services.devstack.contract_docs docs
 
 clean:
 	rm -rf $(VENV) .data bench-results

@@ -19,7 +19,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.harness import Report, host_speed_ms
+from bench.results import Report, host_speed_ms
 from contracts.events import StatusEvent
 from services.common import mongo
 from services.common.bus import new_id

@@ -50,9 +50,10 @@ from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_PURGE
 from pymongo import AsyncMongoClient
 
-from bench.harness import RESULTS, Bench, Report, host_speed_ms, percentiles, system
+from bench.results import RESULTS, SERVICE_LOGS, Report, host_speed_ms, percentiles
 from services.common.cluster import NODE, OWN
-from tests.support import call, call_ok
+from services.devstack.probes import call, call_ok
+from services.devstack.scenarios import RunningSystem, fresh_system
 
 # Issue #3 targets, seconds (p99 unless said otherwise).
 LEASE_TTL_FACTOR = 2  # crash failover p99 < 2 x lease TTL
@@ -81,7 +82,7 @@ class Status:
 class StatusLog:
     """Every status event from now on, indexed by session, with its arrival time."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: RunningSystem) -> None:
         self._bench = bench
         self.by_sid: dict[str, list[Status]] = defaultdict(list)
         self._sub: Any = None
@@ -126,7 +127,7 @@ class Timeline:
     """Ownership changes (a watch on the leases bucket) and connection attempts at the simulator,
     with the benchmark's arrival times: the stages between a signal and `connected`."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: RunningSystem) -> None:
         self._bench = bench
         self.own: dict[str, list[tuple[float, str | None, str | None]]] = defaultdict(list)
         self.node_up: dict[str, float] = {}
@@ -278,7 +279,7 @@ class Cpu:
     """CPU seconds of every process of the system under test (and the benchmark) and of the
     whole machine, from /proc: which process is the bottleneck, and how busy others keep it."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: RunningSystem) -> None:
         self._bench = bench
         self._servers: dict[tuple[str, int], int] | None = None
         self.samples: list[tuple[float, dict[tuple[str, int], float], float]] = []
@@ -367,7 +368,7 @@ class Cpu:
 
 @dataclass
 class Ctx:
-    bench: Bench
+    bench: RunningSystem
     log: StatusLog
     timeline: Timeline
     cpu: Cpu
@@ -851,8 +852,8 @@ async def steady_rates(ctx: Ctx, sessions: int, window: float) -> dict[str, Any]
 
 
 async def pair_many(ctx: Ctx, sids: list[str], concurrency: int) -> tuple[Counter[str], list[str]]:
-    """bench.harness.pair_many, plus what the contract asks of clients: a pair request answered
-    `session_unavailable` (the session is moving between nodes) is retried. Waits on the
+    """services.devstack.scenarios.pair_many, plus what the contract asks of clients: a pair
+    request answered `session_unavailable` (the session is moving between nodes) is retried. Waits on the
     indexed status log instead of scanning every event. A session that cannot be paired (no
     answer, no QR code, never connected) is given up and returned, with evidence in the details,
     instead of failing the whole run. Returns the retries by reason and the sessions given up."""
@@ -1012,7 +1013,7 @@ async def run(
         f"host speed {speed} ms (fixed workload; lower is faster)",
         flush=True,
     )
-    async with system(name, nodes=nodes, **(overrides or {})) as bench:
+    async with fresh_system(name, SERVICE_LOGS, nodes=nodes, **(overrides or {})) as bench:
         settings = bench.settings
         print(
             f"  settings: lease_ttl={settings.lease_ttl}s renew={settings.lease_renew_interval}s "

@@ -24,9 +24,10 @@ from typing import Any
 
 import msgspec
 
-from bench.harness import Report, pair_many, system
+from bench.results import SERVICE_LOGS, Report
 from contracts.queue import PacingPolicy
-from tests.support import call_ok, wait_until
+from services.devstack.probes import call_ok, wait_until
+from services.devstack.scenarios import fresh_system, pair_many
 
 # Timestamps are taken where the benchmark sees the wire, not inside the simulator.
 TOLERANCE = 0.05
@@ -47,7 +48,7 @@ def over_budget(times: list[float], policy: PacingPolicy) -> int:
 async def run(sessions: int = 4, sends: int = 25) -> Report:
     report = Report("pacing")
     policy = PacingPolicy()  # the defaults every session gets unless its policy says otherwise
-    async with system("pacing", nodes=1) as bench:
+    async with fresh_system("pacing", SERVICE_LOGS, nodes=1) as bench:
         s = bench.settings.subjects
         sids = [f"p{i:02d}" for i in range(sessions)]
         await pair_many(bench, sids)

@@ -23,13 +23,14 @@ from typing import Any
 import msgspec
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from bench.harness import Bench, Report, host_speed_ms, pair_many, percentiles, system
+from bench.results import SERVICE_LOGS, Report, host_speed_ms, percentiles
 from services.common.bus import encode
+from services.devstack.scenarios import RunningSystem, fresh_system, pair_many
 
 TEXT = "x" * 120  # with the envelope, about the size of a real QueuedSend
 
 
-async def gateway_run(bench: Bench, sids: list[str], messages: int, in_flight: int) -> dict[str, Any]:
+async def gateway_run(bench: RunningSystem, sids: list[str], messages: int, in_flight: int) -> dict[str, Any]:
     s = bench.settings.subjects
     sent_at: dict[str, float] = {}
     waiting: dict[str, asyncio.Future[None]] = {}
@@ -72,7 +73,7 @@ async def gateway_run(bench: Bench, sids: list[str], messages: int, in_flight: i
     }
 
 
-async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]:
+async def raw_run(bench: RunningSystem, messages: int, in_flight: int) -> dict[str, Any]:
     js = bench.nc.jetstream()
     stream = f"RAW_{uuid.uuid4().hex[:6].upper()}"
     await js.add_stream(StreamConfig(name=stream, subjects=[f"raw.{stream}.>"]))
@@ -120,7 +121,7 @@ async def raw_run(bench: Bench, messages: int, in_flight: int) -> dict[str, Any]
 
 async def run(sessions: int = 20, messages: int = 3000, in_flight: int = 64) -> Report:
     report = Report("send")
-    async with system("send", nodes=1, pacing_enabled=False) as bench:
+    async with fresh_system("send", SERVICE_LOGS, nodes=1, pacing_enabled=False) as bench:
         sids = [f"b{i:03d}" for i in range(sessions)]
         await pair_many(bench, sids)
         await gateway_run(bench, sids, 200, 8)  # warm up connections and consumers

@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from bench.harness import Report, host_speed_ms, pair_many, percentiles, system
-from tests.support import call_ok
+from bench.results import SERVICE_LOGS, Report, host_speed_ms, percentiles
+from services.devstack.probes import call_ok
+from services.devstack.scenarios import fresh_system, pair_many
 
 NODES = 3
 SETTLE = 12.0  # after a restart: the rejoining node takes its fair share back (5-10 s)
@@ -25,7 +26,7 @@ SETTLE = 12.0  # after a restart: the rejoining node takes its fair share back (
 async def run(sessions: int = 600, rounds: int = 30, limit: float = 20.0) -> Report:
     report = Report("stops")
     print(f"graceful stop benchmark: {sessions} sessions on {NODES} nodes; host speed {host_speed_ms()} ms", flush=True)
-    async with system("stops", nodes=NODES) as bench:
+    async with fresh_system("stops", SERVICE_LOGS, nodes=NODES) as bench:
         sids = [f"g{i:04d}" for i in range(sessions)]
         await pair_many(bench, sids)
         exits: list[float] = []

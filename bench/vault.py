@@ -6,7 +6,7 @@ Three kinds of store, each saved `saves` times over `sessions` sessions (version
 as an actor saves after its store changed):
 
 - neonize-new: a whatsmeow store made by the Go library, with a hand-made device row (as
-  pairing leaves it; bench.neonize_idle.forge_linked_store), in its first days;
+  pairing leaves it; services/devstack/neonize_stores.py), in its first days;
 - neonize-aged: the same store after months of use (see `age_whatsmeow_store`: thousands of
   Signal sessions, identity keys, prekeys, sender keys, contacts, app-state MACs; all key
   material random, so it compresses like the real thing at worst);
@@ -34,8 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Report, percentiles
-from bench.neonize_idle import forge_linked_store, fresh_store, on_private_copy
+from bench.results import Report, percentiles
 from contracts.sim import DeviceCredentials
 from services.common import mongo
 from services.common.cluster import fence_token
@@ -49,6 +48,7 @@ from services.credentials.vault import (
     open_sealed,
     seal,
 )
+from services.devstack.neonize_stores import forge_linked_store, fresh_store, on_private_copy
 from services.devstack.servers import free_port, start_mongo
 from services.session_actor.adapters.base import WhatsAppClient
 from services.session_actor.adapters.sim import SimClientFactory, SimStore

@@ -1,14 +1,11 @@
 """JSON Schema of every public message of contract v1 (requests, replies, events).
 
-Run: `python -m contracts.schema docs/contract-v1.schema.json` (also `make schema`).
+Written to docs/contract-v1.schema.json by `make schema` (services/devstack/contract_docs.py).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -67,11 +64,3 @@ def document() -> dict[str, Any]:
         "subjects": subjects,
         "$defs": components,
     })
-
-
-if __name__ == "__main__":
-    text = json.dumps(document(), indent=2, sort_keys=True) + "\n"
-    if len(sys.argv) > 1:
-        Path(sys.argv[1]).write_text(text)
-    else:
-        sys.stdout.write(text)

@@ -23,8 +23,8 @@ from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.credentials.vault import new_key_entry
+from services.devstack.processes import Stack
 from services.devstack.servers import free_port, start_mongo, start_nats
-from tests.support import Stack
 
 TEST_VAULT_KEYS = new_key_entry("test1")
 

@@ -15,12 +15,12 @@ import pytest
 from contracts.envelope import ContractError
 from services.common.bus import encode
 from services.credentials.vault import Restored
+from services.devstack.probes import wait_until
 from services.session_actor import machine as m
 from services.session_actor.actor import SessionActor
 from services.session_actor.adapters.base import InboundMessage
 from services.session_actor.commands import MOVING
 from tests.fakes import ActorWorld
-from tests.support import wait_until
 
 SID = "s1"
 TOKEN = "00000000000001.0000000000000007"

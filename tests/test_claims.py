@@ -25,11 +25,11 @@ from services.common.bus import encode
 from services.common.cluster import NODE, OWN
 from services.common.config import Settings
 from services.credentials.vault import Keyring
+from services.devstack.probes import wait_until
 from services.session_actor import ownership, placement
 from services.session_actor.main import assemble
 from services.session_actor.node import Node
 from tests.conftest import TEST_VAULT_KEYS
-from tests.support import wait_until
 
 
 @pytest.fixture

@@ -6,14 +6,16 @@ import asyncio
 
 import pytest
 
-from tests.support import DevStack, EventTap, call, call_ok, pair, wait_until
+from services.devstack.probes import EventTap, call, call_ok, wait_until
+from services.devstack.processes import MakeRun
+from services.devstack.scenarios import pair
 
 pytestmark = pytest.mark.slow
 
 
 async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_path) -> None:
     s = settings.subjects
-    stack = DevStack(settings, tmp_path / "devstack.log")
+    stack = MakeRun(settings, tmp_path / "devstack.log")
     tap = await EventTap(nc, settings).start()
     stack.start()
     try:

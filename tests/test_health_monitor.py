@@ -24,13 +24,13 @@ from services.common.bus import EventPublisher, encode, new_id
 from services.common.cluster import NODE, OWN, ClusterView, OwnerEntry, fence_token
 from services.common.runtime import make_broker
 from services.common.sessions import OWNER_LOST, SessionStore
+from services.devstack.probes import EventTap, wait_until
 from services.devstack.servers import free_port
 from services.health_monitor import http as http_module
 from services.health_monitor import monitor as monitor_module
 from services.health_monitor.main import asgi_app
 from services.health_monitor.monitor import HealthMonitor, needs_owner_lost
 from services.health_monitor.view import SILENT_AFTER_BEATS, HealthView
-from tests.support import EventTap, wait_until
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -18,7 +18,6 @@ import msgspec
 import pytest
 from nats.js.errors import KeyNotFoundError
 
-from bench.neonize_idle import forge_linked_store
 from contracts.internal import Ownership
 from contracts.sim import DeviceCredentials
 from contracts.types import utcnow
@@ -28,8 +27,10 @@ from services.common.sessions import SessionStore
 from services.credentials import importer
 from services.credentials.importer import Refused, Registry, copy_stores, session_id_for
 from services.credentials.vault import CredentialVault, Keyring, check_store
+from services.devstack.neonize_stores import forge_linked_store
+from services.devstack.probes import EventTap, wait_until
+from services.devstack.processes import REPO_ROOT, settings_env
 from services.session_actor.adapters.sim import SimStore
-from tests.support import ROOT, EventTap, settings_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,7 +58,7 @@ def whatsmeow_store(jid: str = "15550001111:7@s.whatsapp.net") -> bytes:
             """
             import asyncio, sys, tempfile
             from pathlib import Path
-            from bench.neonize_idle import fresh_store
+            from services.devstack.neonize_stores import fresh_store
             from services.common.config import Settings
             from services.session_actor.adapters.neonize_client import NeonizeClientFactory
 
@@ -73,7 +74,7 @@ def whatsmeow_store(jid: str = "15550001111:7@s.whatsapp.net") -> bytes:
         )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "template.db"
-            subprocess.run([sys.executable, "-c", script, str(out)], cwd=ROOT, check=True, timeout=60)
+            subprocess.run([sys.executable, "-c", script, str(out)], cwd=REPO_ROOT, check=True, timeout=60)
             _TEMPLATE.append(out.read_bytes())
     return forge_linked_store(_TEMPLATE[0], jid)
 
@@ -254,7 +255,7 @@ async def test_wactl_imports_a_folder_skipping_what_it_must_not_import(settings,
         "import",
         str(folder),
         "--label-from-filename",
-        cwd=ROOT,
+        cwd=REPO_ROOT,
         env=settings_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -34,11 +34,13 @@ from services.common.media import (
     decoded_length,
     size_text,
 )
+from services.devstack.probes import EventTap, call, call_ok
+from services.devstack.processes import REPO_ROOT, Stack, settings_env
+from services.devstack.scenarios import start_sending_stack
 from services.outbound_queue.intake import Intake
 from services.session_actor import media as m
 from services.session_actor.adapters.base import SendError
 from tests.conftest import make_settings
-from tests.support import ROOT, EventTap, Stack, call, call_ok, settings_env, start_sending_stack
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # 10 KiB that sniff as a JPEG
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(500)
@@ -463,7 +465,7 @@ async def test_media_sends_end_to_end(stack: Stack, nc: Any, tmp_path: Any, infr
 
 async def wactl(settings: Any, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.wactl", *args, cwd=ROOT, env=settings_env(settings),
+        sys.executable, "-m", "services.wactl", *args, cwd=REPO_ROOT, env=settings_env(settings),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 30)

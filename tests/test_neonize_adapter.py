@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from bench.neonize_idle import forge_linked_store, fresh_store
 from services.common.config import Settings
 from services.credentials.vault import BadVersion, check_store
+from services.devstack.neonize_stores import forge_linked_store, fresh_store
 from services.session_actor import machine as m
 from services.session_actor.adapters import neonize_client as nc
 from services.session_actor.adapters.base import (

@@ -10,7 +10,7 @@ import pytest
 
 from services.common.sessions import SessionStore
 from services.credentials.vault import CredentialVault, Keyring
-from tests.support import EventTap, call, wait_until
+from services.devstack.probes import EventTap, call, wait_until
 from tests.test_importer import whatsmeow_store
 
 pytestmark = pytest.mark.timeout(60)

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from contracts.types import utcnow
+from services.devstack.probes import EventTap, call, call_ok, wait_until
+from services.devstack.scenarios import start_sending_stack
 from services.sending.journal import SendJournal
 from tests.conftest import make_settings
-from tests.support import EventTap, call, call_ok, start_sending_stack, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,8 +12,9 @@ from collections import Counter
 
 import pytest
 
+from services.devstack.probes import EventTap, call, call_ok, wait_until
+from services.devstack.scenarios import pair
 from services.devstack.servers import free_port
-from tests.support import EventTap, call, call_ok, pair, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -25,6 +25,8 @@ from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
 from contracts.types import TERMINAL_OUTBOUND_STATES, OutboundState
 from services.common.bus import EventPublisher, encode, new_id
 from services.common.config import Settings
+from services.devstack.probes import call, call_ok, wait_until
+from services.devstack.processes import Stack
 from services.devstack.servers import free_port, start_mongo
 from services.persistence.main import build_broker
 from services.persistence.queries import decode_cursor, encode_cursor
@@ -38,7 +40,6 @@ from services.persistence.writer import (
     outbound_rank,
     status_document,
 )
-from tests.support import Stack, call, call_ok, wait_until
 
 # Recent, so that the outbound TTL index (retention: days) never removes a test's sends while
 # it runs: a fixed date in the past made the database's TTL pass delete them at random.

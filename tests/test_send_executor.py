@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 
 from contracts.types import utcnow
+from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
 from services.session_actor.adapters.base import Receipt, SendError
 from services.session_actor.outbound import SendExecutor
@@ -23,7 +24,6 @@ from tests.fakes import (
     queued,
     sending_kit,
 )
-from tests.support import wait_until
 
 SID, TOKEN = "s1", "00000000000001.0000000000000001"
 

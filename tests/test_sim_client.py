@@ -22,6 +22,8 @@ from contracts import sim
 from contracts.envelope import ContractError, Ok
 from services.common.config import Settings
 from services.credentials.vault import check_store
+from services.devstack.probes import call, call_ok, wait_until
+from services.devstack.processes import Stack
 from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientEvent,
@@ -35,7 +37,6 @@ from services.session_actor.adapters.base import (
 from services.session_actor.adapters.sim import SimClient, SimClientFactory, SimStore
 from services.wa_sim.main import build
 from services.wa_sim.world import CREDS_ROTATE_EVERY, MEDIA_LIMITS, phone_for
-from tests.support import Stack, call, call_ok, wait_until
 
 E = TypeVar("E")
 

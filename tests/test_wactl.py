@@ -24,9 +24,11 @@ from contracts.types import SessionState
 from services.common.bus import EventPublisher, new_id
 from services.common.config import Settings
 from services.credentials.vault import CredentialVault, Keyring, new_key_entry
+from services.devstack.probes import EventTap, call, call_ok, wait_until
+from services.devstack.processes import REPO_ROOT, settings_env
+from services.devstack.scenarios import pair
 from services.devstack.servers import free_port
 from services.wactl import render
-from tests.support import ROOT, EventTap, call, call_ok, pair, settings_env, wait_until
 
 QR_GLYPHS = set("\u2580\u2584\u2588")
 pytestmark = pytest.mark.timeout(60)
@@ -53,7 +55,7 @@ class Wactl:
             "-m",
             "services.wactl",
             *args,
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             env=settings_env(settings, **env),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -20,19 +20,14 @@ import typer
 
 from services.common.config import Settings
 from services.credentials.vault import DEV_KEY_FILE, new_key_entry
+from services.devstack.processes import NODE_SERVICE, SERVICE_MODULES, child_env
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
-SERVICES = {
-    "wa-sim": "services.wa_sim",
-    "persistence": "services.persistence",
-    "outbound-queue": "services.outbound_queue",
-    "health-monitor": "services.health_monitor",
-}
 # Graceful session handoff can take longer than honcho's default 5 s.
 honcho.manager.KILL_WAIT = 60
-NODE = "session-actor."
+NODE = f"{NODE_SERVICE}."
 
 
 class NodesFirst(honcho.manager.Manager):
@@ -83,27 +78,28 @@ def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> No
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = Settings()
     data_dir = settings.data_dir.resolve()
-    env = {k: v for k, v in os.environ.items()}
+    embedded_urls: dict[str, str] = {}
     servers: list[EmbeddedServer] = []
     try:
         if "WA_NATS_URL" not in os.environ:
             servers.append(start_nats(data_dir / "nats"))
-            env["WA_NATS_URL"] = servers[-1].url
+            embedded_urls["nats_url"] = servers[-1].url
         if "WA_MONGO_URL" not in os.environ:
             servers.append(start_mongo(data_dir / "mongo"))
-            env["WA_MONGO_URL"] = servers[-1].url
+            embedded_urls["mongo_url"] = servers[-1].url
         if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
             dev_vault_key(data_dir)  # session-actor and wactl find it under WA_DATA_DIR
-        env["WA_DATA_DIR"] = str(data_dir)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env(os.environ, **embedded_urls, data_dir=data_dir)
         for server in servers:
             typer.echo(f"{server.name}: {server.url} (data in {data_dir}, log {server.log_path})")
         manager = NodesFirst()
-        for name, module in SERVICES.items():
-            manager.add_process(name, f"{sys.executable} -m {module}", env=env)
+        for name, module in SERVICE_MODULES.items():
+            if name != NODE_SERVICE:
+                manager.add_process(name, f"{sys.executable} -m {module}", env=env)
+        node_module = SERVICE_MODULES[NODE_SERVICE]
         for i in range(nodes):
             node_env = {**env, "WA_NODE_NAME": env.get("WA_NODE_NAME", f"node{i + 1}")}
-            manager.add_process(f"{NODE}{i + 1}", f"{sys.executable} -m services.session_actor", env=node_env)
+            manager.add_process(f"{NODE}{i + 1}", f"{sys.executable} -m {node_module}", env=node_env)
         typer.echo(f"health: http://{settings.health_host}:{settings.health_port}/healthz   CLI: .venv/bin/wactl --help")
         manager.loop()
         code = manager.returncode or 0

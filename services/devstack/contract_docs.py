@@ -1,24 +1,38 @@
-"""The AsyncAPI 3.0 document of every service, generated from the FastStream apps.
+"""The published contract documents, generated: the JSON Schema (contracts/schema.py) and the
+AsyncAPI 3.0 document of every service's request subjects, built here from the services'
+FastStream routers (which is why this lives above the services, not in contracts/).
+
+    python -m services.devstack.contract_docs docs     # also `make schema`
 
 FastStream builds payload schemas through pydantic, which cannot describe a msgspec Struct
 (upstream issue ag2ai/faststream#2101). `describe_structs` gives every Struct a pydantic
 hook that returns msgspec's own JSON Schema, references inlined (pydantic refuses
-references it did not create). Run: `python -m contracts.asyncapi docs/asyncapi.json`.
+references it did not create).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from faststream.nats import NatsBroker
+from faststream.specification import AsyncAPI
 from pydantic_core import core_schema
 
 import contracts
+from contracts.schema import document as schema_document
 from contracts.schema import tidy
 from contracts.sending import SCHEMA_EXTRAS
+from services.common.config import Settings
+from services.common.runtime import make_broker
+from services.outbound_queue.main import build_router as outbound_router
+from services.persistence.queries import build_router as history_router
+from services.session_actor.api import build_router as session_router
+from services.wa_sim.main import build_router as sim_router
 
 
 def _inline(schema: Any, components: dict[str, Any]) -> Any:
@@ -61,19 +75,9 @@ class _Nothing:
         return None
 
 
-def document() -> dict[str, Any]:
+def asyncapi_document() -> dict[str, Any]:
     """One AsyncAPI document for the request subjects every service answers (events: see the
     JSON Schema, contracts/schema.py)."""
-    from faststream.nats import NatsBroker
-    from faststream.specification import AsyncAPI
-
-    from services.common.config import Settings
-    from services.common.runtime import make_broker
-    from services.outbound_queue.main import build_router as outbound_router
-    from services.persistence.queries import build_router as history_router
-    from services.session_actor.api import build_router as session_router
-    from services.wa_sim.main import build_router as sim_router
-
     describe_structs()
     settings = Settings()
     broker: NatsBroker = make_broker(settings, "asyncapi")
@@ -92,7 +96,20 @@ def document() -> dict[str, Any]:
     return json.loads(spec.to_specification().to_json())
 
 
+# Each published document's file name and what generates it.
+DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "contract-v1.schema.json": schema_document,
+    "asyncapi.json": asyncapi_document,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", type=Path, help="where to write the documents (the repository's docs/)")
+    args = parser.parse_args(argv)
+    for name, generate in DOCUMENTS.items():
+        (args.directory / name).write_text(json.dumps(generate(), indent=2, sort_keys=True) + "\n")
+
+
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else None
-    text = json.dumps(document(), indent=2, sort_keys=True) + "\n"
-    out.write_text(text) if out else sys.stdout.write(text)
+    main()

@@ -1,0 +1,178 @@
+"""Service processes: the environment each one gets, starting and stopping them one by one
+(`Stack`, for tests and benchmarks) and `make run` itself as a child process (`MakeRun`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from services.common.config import Settings
+from services.devstack.servers import free_port
+
+# Children run from the checkout, so `python -m services...` imports this code.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+NODE_SERVICE = "session-actor"
+# What runs each service, in the order a whole system starts them: the simulator first (nodes
+# connect to it), the session-actor nodes last (as many as asked).
+SERVICE_MODULES = {
+    "wa-sim": "services.wa_sim",
+    "persistence": "services.persistence",
+    "outbound-queue": "services.outbound_queue",
+    "health-monitor": "services.health_monitor",
+    NODE_SERVICE: "services.session_actor",
+}
+
+
+def child_env(base: Mapping[str, str], **settings: Any) -> dict[str, str]:
+    """`base` with `WA_<NAME>` set for each of `settings`: the environment of a service process."""
+    env = dict(base)
+    for name, value in settings.items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"WA_{name.upper()}"] = str(value)
+    # Service logs reach a pipe or file as they happen, not in 8 KB blocks.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    """The WA_* environment that reproduces `settings` in a child process."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("WA_")}
+    values = {name: overrides.get(name, getattr(settings, name)) for name in type(settings).model_fields}
+    return child_env(inherited, **{name: value for name, value in values.items() if value is not None})
+
+
+class Proc:
+    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+        self.name = name
+        self.popen = popen
+        self.log_path = log_path
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+class Stack:
+    """Starts service processes like `make run` does, and lets tests kill/stop/pause them."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.procs: dict[str, Proc] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, service: str, name: str | None = None, **overrides: Any) -> Proc:
+        name = name or service
+        assert name not in self.procs or not self.procs[name].alive, f"{name} already running"
+        log_path = self.log_dir / f"{name}.log"
+        env = settings_env(self.settings, **overrides)
+        if service == NODE_SERVICE:
+            env["WA_NODE_NAME"] = overrides.get("node_name", name)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", SERVICE_MODULES[service]],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.procs[name] = Proc(name, popen, log_path)
+        return self.procs[name]
+
+    def start_all(self, nodes: int = 1) -> None:
+        for service in SERVICE_MODULES:
+            if service == "health-monitor":
+                self.start(service, health_port=free_port())  # stacks run side by side: a port each
+            elif service != NODE_SERVICE:
+                self.start(service)
+        for i in range(nodes):
+            self.start(NODE_SERVICE, f"node{i + 1}")
+
+    def stop(self, name: str, timeout: float = 20.0) -> int | None:
+        proc = self.procs[name]
+        proc.signal(signal.SIGTERM)
+        code = proc.wait(timeout)
+        if code is None:
+            proc.signal(signal.SIGKILL)
+            proc.wait(5)
+        return code
+
+    def kill(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGKILL)
+        self.procs[name].wait(5)
+
+    def pause(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].signal(signal.SIGCONT)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.signal(signal.SIGCONT)
+            proc.signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            if proc.wait(20) is None:
+                proc.signal(signal.SIGKILL)
+                proc.wait(5)
+
+    def logs(self, tail: int = 80) -> str:
+        out = []
+        for proc in self.procs.values():
+            lines = proc.log_path.read_text(errors="replace").splitlines() if proc.log_path.exists() else []
+            out.append(f"----- {proc.name} (last {tail} lines) -----")
+            out.extend(lines[-tail:])
+        return "\n".join(out)
+
+
+class MakeRun:
+    """`python -m services.devstack run`, the command behind `make run`, as a test process."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = settings_env(self.settings)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "services.devstack", "run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    async def stop(self, timeout: float = 60.0) -> int | None:
+        """Ctrl-C, as a user would press it (waited for off the loop: the test's NATS client
+        must keep answering the server's pings meanwhile)."""
+        assert self.popen is not None
+        os.killpg(self.popen.pid, signal.SIGINT)
+        try:
+            return await asyncio.to_thread(self.popen.wait, timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            return None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
