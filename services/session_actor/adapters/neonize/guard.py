@@ -2,7 +2,8 @@
 
 goneonize keeps its clients in plain Go maps without a lock: concurrent writers (or a reader
 during a write) abort the whole process ("fatal error: concurrent map writes", reproduced
-here with 200 parallel Stop calls). Every call into the library goes through this guard.
+here with 200 parallel Stop calls). Every export that touches those maps is called through
+this guard.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def _proto_folder() -> str:
     spec = importlib.util.find_spec("neonize")  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("neonize is not installed")
-    return str(Path(next(iter(spec.submodule_search_locations))) / "proto")
+    return str(Path(spec.submodule_search_locations[0]) / "proto")
 
 
 _FOLDER = _proto_folder()
