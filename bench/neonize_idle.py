@@ -26,7 +26,8 @@ from services.common.logs import setup
 from services.devstack.neonize_stores import forge_linked_store, fresh_store
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import ClientEvent
-from services.session_actor.adapters.neonize_client import NeonizeClient, NeonizeClientFactory
+from services.session_actor.adapters.neonize.client import NeonizeClient
+from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 
 GOAL_BYTES_PER_CLIENT = 2 * 1024 * 1024
 

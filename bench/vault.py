@@ -277,7 +277,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run(saves: int = 200, sessions: int = 20) -> Report:
-    from services.session_actor.adapters.neonize_client import NeonizeClientFactory
+    from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 
     setup("bench", "WARNING")
     report = Report("vault")

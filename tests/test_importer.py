@@ -60,7 +60,7 @@ def whatsmeow_store(jid: str = "15550001111:7@s.whatsapp.net") -> bytes:
             from pathlib import Path
             from services.devstack.neonize_stores import fresh_store
             from services.common.config import Settings
-            from services.session_actor.adapters.neonize_client import NeonizeClientFactory
+            from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 
             async def main():
                 factory = NeonizeClientFactory(Settings(), check_reachability=False)

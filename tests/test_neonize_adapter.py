@@ -25,7 +25,6 @@ from services.common.config import Settings
 from services.credentials.vault import BadVersion, check_store
 from services.devstack.neonize_stores import forge_linked_store, fresh_store
 from services.session_actor import machine as m
-from services.session_actor.adapters import neonize_client as nc
 from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
@@ -36,6 +35,18 @@ from services.session_actor.adapters.base import (
     StoreChanged,
     Undecryptable,
 )
+from services.session_actor.adapters.neonize import translate
+from services.session_actor.adapters.neonize.client import (
+    CHAT_PRESENCE_COMPOSING,
+    CHAT_PRESENCE_MEDIA_TEXT,
+    DEVICE_TABLE,
+    EVENT_HANDLERS,
+    Incarnation,
+    NeonizeClient,
+    PairingError,
+)
+from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
+from services.session_actor.adapters.neonize.protobufs import e2e, pb
 
 ROOT = Path(__file__).resolve().parent.parent
 JID = "15550001111:7@s.whatsapp.net"
@@ -66,9 +77,9 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-async def factory() -> AsyncIterator[nc.NeonizeClientFactory]:
+async def factory() -> AsyncIterator[NeonizeClientFactory]:
     # fd 1 stays pytest's (its capture swaps it); the redirect is tested in a subprocess.
-    neonize = nc.NeonizeClientFactory(
+    neonize = NeonizeClientFactory(
         Settings(node_capacity=250),
         check_reachability=False,
         silence_go_stdout=False,
@@ -80,22 +91,22 @@ async def factory() -> AsyncIterator[nc.NeonizeClientFactory]:
 
 
 @pytest.fixture(scope="module")
-async def linked_store(factory: nc.NeonizeClientFactory, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+async def linked_store(factory: NeonizeClientFactory, tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return forge_linked_store(await fresh_store(factory, tmp_path_factory.mktemp("template")), JID)
 
 
 def fake_incarnation(
-    client: nc.NeonizeClient, connected: bool = False, uuid: bytes | None = None
-) -> nc._Incarnation:
+    client: NeonizeClient, connected: bool = False, uuid: bytes | None = None
+) -> Incarnation:
     """Make `client` believe a Go client runs, to feed it what Go would send."""
-    incarnation = nc._Incarnation(uuid=uuid or f"fake#{time.monotonic_ns()}".encode())
+    incarnation = Incarnation(uuid=uuid or f"fake#{time.monotonic_ns()}".encode())
     incarnation.settle()  # as a Go client does once it delivers anything
     client._current = incarnation
     client._connected = connected
     return incarnation
 
 
-async def register_go_client(factory: nc.NeonizeClientFactory, store: Path, uuid: bytes) -> None:
+async def register_go_client(factory: NeonizeClientFactory, store: Path, uuid: bytes) -> None:
     """A Go client with its device loaded, left in goneonize's map (its offline dial failed)."""
     lib = factory.library
     no_jid = no_subscriptions = no_device_props = no_pair_phone = b""
@@ -122,7 +133,7 @@ async def register_go_client(factory: nc.NeonizeClientFactory, store: Path, uuid
 
 
 async def test_offline_connect_reports_the_dial_error_and_creates_the_store(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
     events = Recorder()
     client = factory.create("offline", tmp_path / "offline.db", events, lambda: 42.0)
@@ -138,7 +149,7 @@ async def test_offline_connect_reports_the_dial_error_and_creates_the_store(
 
 
 async def test_disconnect_and_close_are_idempotent_whatever_the_state(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
     never = factory.create("never", tmp_path / "never.db", Recorder(), time.monotonic)
     for _ in range(2):
@@ -173,7 +184,7 @@ async def test_disconnect_and_close_are_idempotent_whatever_the_state(
 
 
 async def test_reachability_probe_spends_no_go_client_offline(tmp_path: Path) -> None:
-    probing = nc.NeonizeClientFactory(Settings(node_capacity=4), silence_go_stdout=False)
+    probing = NeonizeClientFactory(Settings(node_capacity=4), silence_go_stdout=False)
     await probing.start()
     events = Recorder()
     client = probing.create("probed", tmp_path / "probed.db", events, time.monotonic)
@@ -187,7 +198,7 @@ async def test_reachability_probe_spends_no_go_client_offline(tmp_path: Path) ->
     await probing.stop()
 
 
-async def test_executor_runs_a_blocking_call_per_hosted_session(factory: nc.NeonizeClientFactory) -> None:
+async def test_executor_runs_a_blocking_call_per_hosted_session(factory: NeonizeClientFactory) -> None:
     # With the default pool (6 threads on 2 cores) the 7th blocking call would never start.
     sessions = factory.capacity
     everyone_in = threading.Barrier(sessions, timeout=20)
@@ -195,7 +206,7 @@ async def test_executor_runs_a_blocking_call_per_hosted_session(factory: nc.Neon
     await asyncio.gather(*(loop.run_in_executor(None, everyone_in.wait) for _ in range(sessions)))
 
 
-async def test_go_map_guard_keeps_writers_alone_and_serves_in_order(factory: nc.NeonizeClientFactory) -> None:
+async def test_go_map_guard_keeps_writers_alone_and_serves_in_order(factory: NeonizeClientFactory) -> None:
     guard = factory.guard
     lock = threading.Lock()
     inside = {"readers": 0, "writers": 0}
@@ -236,7 +247,7 @@ async def test_go_map_guard_keeps_writers_alone_and_serves_in_order(factory: nc.
 
 
 async def test_snapshot_passes_check_store_only_with_a_device_row(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
     events = Recorder()
     client = factory.create("fresh", tmp_path / "fresh.db", events, time.monotonic)
@@ -244,15 +255,15 @@ async def test_snapshot_passes_check_store_only_with_a_device_row(
     await events.wait_for(m.Disconnected)
     unpaired = await client.snapshot()
     with pytest.raises(BadVersion, match="no device"):
-        check_store(unpaired, nc.DEVICE_TABLE)
-    check_store(forge_linked_store(unpaired, JID), nc.DEVICE_TABLE)
+        check_store(unpaired, DEVICE_TABLE)
+    check_store(forge_linked_store(unpaired, JID), DEVICE_TABLE)
     await client.close()
     with pytest.raises(FileNotFoundError):
         await factory.create("none", tmp_path / "none.db", events, time.monotonic).snapshot()
 
 
 async def test_a_restored_copy_loads_the_same_device_elsewhere(
-    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
 ) -> None:
     from neonize.aioze.client import ClientFactory as NeonizeFactory
 
@@ -261,18 +272,18 @@ async def test_a_restored_copy_loads_the_same_device_elsewhere(
     store.write_bytes(linked_store)  # what the actor does with the vault's copy
     # whatsmeow's own loader reads the device without a client: no GetMe on a dead client.
     devices = NeonizeFactory.get_all_devices_from_db(str(store))
-    assert [nc._load().jid_to_string(device.JID) for device in devices] == [JID]
+    assert [translate.jid_string(device.JID) for device in devices] == [JID]
 
     events = Recorder()
     client = factory.create("restored", store, events, time.monotonic)
     await client.connect()  # the linked path: connect with the stored keys
     assert DIAL_ERROR in (await events.wait_for(m.Disconnected)).detail
-    check_store(await client.snapshot(), nc.DEVICE_TABLE)
+    check_store(await client.snapshot(), DEVICE_TABLE)
     await client.close()
 
 
 async def test_snapshots_stay_consistent_while_go_writes(
-    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
 ) -> None:
     import sqlite3
     import tempfile
@@ -287,10 +298,10 @@ async def test_snapshots_stay_consistent_while_go_writes(
 
     async def go_writes() -> None:
         for batch in range(batches):
-            entries = lib.pb.ContactEntryArray(
+            entries = pb.ContactEntryArray(
                 ContactEntry=[
-                    lib.pb.ContactEntry(
-                        JID=lib.pb.JID(
+                    pb.ContactEntry(
+                        JID=pb.JID(
                             User=f"1666{batch:05d}{i:03d}",
                             Server="s.whatsapp.net",
                             RawAgent=0,
@@ -321,7 +332,7 @@ async def test_snapshots_stay_consistent_while_go_writes(
     counts: list[int] = []
     while not writing.done():
         snapshot = await client.snapshot()
-        check_store(snapshot, nc.DEVICE_TABLE)  # integrity ok and the device row is there
+        check_store(snapshot, DEVICE_TABLE)  # integrity ok and the device row is there
         counts.append(contacts(snapshot))
     await writing
     counts.append(contacts(await client.snapshot()))
@@ -333,7 +344,7 @@ async def test_snapshots_stay_consistent_while_go_writes(
     await client.close()
 
 
-async def test_store_changes_are_noticed_by_polling(factory: nc.NeonizeClientFactory, tmp_path: Path) -> None:
+async def test_store_changes_are_noticed_by_polling(factory: NeonizeClientFactory, tmp_path: Path) -> None:
     store = tmp_path / "polled.db"
     store.write_bytes(b"x")
     events = Recorder()
@@ -357,19 +368,17 @@ def payload(name: str, **fields: Any) -> tuple[int, bytes]:
     unset for values it cannot map, and the adapter must cope with that."""
     from neonize.events import EVENT_TO_INT
 
-    lib = nc._load()
-    message_type = getattr(lib.pb, name)
+    message_type = getattr(pb, name)
     return EVENT_TO_INT[message_type], message_type(**fields).SerializePartialToString()
 
 
 def jid(user: str, server: str = "s.whatsapp.net", device: int = 0) -> Any:
-    return nc._load().pb.JID(User=user, Server=server, RawAgent=0, Device=device, Integrator=0)
+    return pb.JID(User=user, Server=server, RawAgent=0, Device=device, Integrator=0)
 
 
 async def test_connection_events_become_machine_inputs(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
-    pb = factory.library.pb
     events = Recorder()
     client = factory.create("events", tmp_path / "events.db", events, lambda: 7.0)
 
@@ -440,7 +449,7 @@ async def test_connection_events_become_machine_inputs(
 
 
 async def test_a_client_whose_go_side_ended_reports_disconnected(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
     events = Recorder()
     client = factory.create("ended", tmp_path / "ended.db", events, lambda: 3.0)
@@ -450,17 +459,7 @@ async def test_a_client_whose_go_side_ended_reports_disconnected(
     await client.close()
 
 
-async def test_messages_receipts_and_notices(factory: nc.NeonizeClientFactory, tmp_path: Path) -> None:
-    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import (
-        ExtendedTextMessage,
-        FutureProofMessage,
-        ImageMessage,
-        Message,
-        ProtocolMessage,
-        ReactionMessage,
-    )
-
-    pb = factory.library.pb
+async def test_messages_receipts_and_notices(factory: NeonizeClientFactory, tmp_path: Path) -> None:
     events = Recorder()
     client = factory.create("messages", tmp_path / "messages.db", events, time.monotonic)
     live = fake_incarnation(client, connected=True)
@@ -472,17 +471,17 @@ async def test_messages_receipts_and_notices(factory: nc.NeonizeClientFactory, t
         info = pb.MessageInfo(MessageSource=source, ID=message_id, Timestamp=1_700_000_000)
         return payload("Message", Info=info, Message=content)
 
-    client._from_go(live, "event", *message(Message(conversation="hello"), "M1"))
+    client._from_go(live, "event", *message(e2e.Message(conversation="hello"), "M1"))
     client._from_go(
-        live, "event", *message(Message(extendedTextMessage=ExtendedTextMessage(text="a link")), "M2")
+        live, "event", *message(e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(text="a link")), "M2")
     )
     client._from_go(
-        live, "event", *message(Message(imageMessage=ImageMessage(caption="a cat")), "M3", from_me=True)
+        live, "event", *message(e2e.Message(imageMessage=e2e.ImageMessage(caption="a cat")), "M3", from_me=True)
     )
-    ephemeral = Message(ephemeralMessage=FutureProofMessage(message=Message(conversation="vanishing")))
+    ephemeral = e2e.Message(ephemeralMessage=e2e.FutureProofMessage(message=e2e.Message(conversation="vanishing")))
     client._from_go(live, "event", *message(ephemeral, "M4"))
-    client._from_go(live, "event", *message(Message(reactionMessage=ReactionMessage(text="👍")), "M5"))
-    client._from_go(live, "event", *message(Message(protocolMessage=ProtocolMessage()), "M6"))  # plumbing
+    client._from_go(live, "event", *message(e2e.Message(reactionMessage=e2e.ReactionMessage(text="👍")), "M5"))
+    client._from_go(live, "event", *message(e2e.Message(protocolMessage=e2e.ProtocolMessage()), "M6"))  # plumbing
     inbound = events.of(InboundMessage)
     assert [(i.message_id, i.type, i.text, i.from_me) for i in inbound] == [
         ("M1", "text", "hello", False),
@@ -522,7 +521,7 @@ async def test_messages_receipts_and_notices(factory: nc.NeonizeClientFactory, t
 
 
 async def test_send_errors_are_classified(
-    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
 ) -> None:
     client = factory.create("sender", tmp_path / "sender.db", Recorder(), time.monotonic)
     with pytest.raises(SendError) as not_connected:
@@ -548,67 +547,9 @@ async def test_send_errors_are_classified(
     client._current = None
     await client.close()
 
-    timed_out = nc._send_error("timed out waiting for message send response")
-    assert timed_out.ambiguous and not timed_out.permanent
-    assert nc._send_error("can't send message to unknown server abc").permanent
-    assert nc._send_error("the store doesn't contain a device JID").permanent
-    assert not nc._send_error("server returned error 500").permanent
-
-
-def upload_response(pb: Any, size: int) -> Any:
-    """What whatsmeow's Upload answers (hand-made: offline nothing can be uploaded)."""
-    return pb.UploadResponse(
-        url="https://mmg.whatsapp.net/v/t62.7118-24/123_456.enc?ccb=11-4",
-        DirectPath="/v/t62.7118-24/123_456.enc?ccb=11-4",
-        Handle="",
-        MediaKey=b"k" * 32,
-        FileEncSHA256=b"e" * 32,
-        FileSHA256=b"s" * 32,
-        FileLength=size,
-    )
-
-
-async def test_media_messages_are_built_from_the_upload(factory: nc.NeonizeClientFactory) -> None:
-    lib = factory.library
-    cases = [
-        (OutgoingMedia("image", b"\xff\xd8\xff", "image/jpeg", caption="a cat"), "imageMessage", "image", "a cat"),
-        (OutgoingMedia("video", b"\0" * 10, "video/mp4", caption=None), "videoMessage", "video", None),
-        (OutgoingMedia("audio", b"ID3", "audio/mpeg"), "audioMessage", "audio", None),
-        (OutgoingMedia("document", b"%PDF-", "application/pdf", filename="Q3.pdf"), "documentMessage", "document", None),
-    ]
-    for media, field, kind, caption in cases:
-        upload = upload_response(lib.pb, len(media.data))
-        built = nc.build_media_message(lib.message_type, media, upload, 1_700_000_000)
-        # As Go receives it: serialized, then parsed.
-        message = lib.message_type.FromString(built.SerializeToString())
-        assert [d.name for d, _ in message.ListFields()] == [field]
-        part = getattr(message, field)
-        assert (part.URL, part.directPath) == (upload.url, upload.DirectPath)
-        assert (part.mediaKey, part.fileEncSHA256, part.fileSHA256) == (b"k" * 32, b"e" * 32, b"s" * 32)
-        assert (part.fileLength, part.mimetype, part.mediaKeyTimestamp) == (len(media.data), media.mime, 1_700_000_000)
-        # The inbound parser reads our own messages back as what they are.
-        assert nc._message_content(message) == (kind, caption)
-    audio = nc.build_media_message(lib.message_type, cases[2][0], upload_response(lib.pb, 3), 1)
-    assert audio.audioMessage.HasField("PTT") and not audio.audioMessage.PTT
-    document = nc.build_media_message(lib.message_type, cases[3][0], upload_response(lib.pb, 5), 1)
-    assert (document.documentMessage.fileName, document.documentMessage.title) == ("Q3.pdf", "Q3.pdf")
-    # A captioned document goes the way WhatsApp's clients send it.
-    captioned = OutgoingMedia("document", b"%PDF-", "application/pdf", filename="Q3.pdf", caption="the figures")
-    message = nc.build_media_message(lib.message_type, captioned, upload_response(lib.pb, 5), 1)
-    assert [d.name for d, _ in message.ListFields()] == ["documentWithCaptionMessage"]
-    inner = message.documentWithCaptionMessage.message.documentMessage
-    assert (inner.caption, inner.fileName, inner.URL) == ("the figures", "Q3.pdf", upload_response(lib.pb, 5).url)
-    assert nc._message_content(message) == ("document", "the figures")
-    assert nc.MEDIA_TYPES == {"image": 0, "video": 1, "audio": 2, "document": 3}  # neonize's MediaType
-    from neonize.utils.enum import MediaType
-
-    assert {kind: MediaType(value).name for kind, value in nc.MEDIA_TYPES.items()} == {
-        "image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument",
-    }  # fmt: skip
-
 
 async def test_media_upload_fails_offline_as_a_transient_error(
-    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
 ) -> None:
     photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(1000), "image/jpeg", caption="hi")
     client = factory.create("media", tmp_path / "media.db", Recorder(), time.monotonic)
@@ -636,16 +577,12 @@ async def test_media_upload_fails_offline_as_a_transient_error(
     client._current = None
     await client.close()
 
-    assert nc._upload_error("the store doesn't contain a device JID").code == "not_logged_in"
-    assert nc._upload_error("the store doesn't contain a device JID").permanent
-    assert not nc._upload_error("upload failed with status code 500").permanent
-
 
 async def test_pair_code_and_logout_need_a_connection(
-    factory: nc.NeonizeClientFactory, tmp_path: Path
+    factory: NeonizeClientFactory, tmp_path: Path
 ) -> None:
     client = factory.create("pairing", tmp_path / "pairing.db", Recorder(), time.monotonic)
-    with pytest.raises(nc.PairingError):
+    with pytest.raises(PairingError):
         await client.pair_phone("+1 555 000 1111")
     await client.logout()  # not connected: nothing to unlink, and nothing raised
     await client.close()
@@ -655,7 +592,7 @@ async def test_pair_code_and_logout_need_a_connection(
 
 
 async def test_200_clients_in_one_process(
-    factory: nc.NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
 ) -> None:
     count = 200
     threads_before = threading.active_count()
@@ -709,6 +646,36 @@ async def test_200_clients_in_one_process(
     await late.close()
 
 
+# ------------------------------------------------------------------ what we restate of neonize
+
+
+def test_what_the_adapter_restates_of_neonize_matches_neonize() -> None:
+    """`protobufs` and `translate` reach neonize without loading its Go library, so some of
+    neonize's values are restated there: they must be neonize's own."""
+    import neonize.proto.Neonize_pb2 as neonize_pb
+    from neonize.events import EVENT_TO_INT
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, MediaType
+    from neonize.utils.jid import Jid2String
+
+    assert pb.JID is neonize_pb.JID and e2e.Message is Message  # the very classes
+    assert set(EVENT_HANDLERS) <= set(EVENT_TO_INT)
+    for user, server, raw_agent, device in (
+        ("15550001111", "s.whatsapp.net", 0, 0),
+        ("15550001111", "s.whatsapp.net", 0, 7),
+        ("15550001111", "lid", 1, 7),
+        ("120363000000000001", "g.us", 0, 0),
+        ("", "s.whatsapp.net", 0, 0),
+    ):
+        jid = pb.JID(User=user, Server=server, RawAgent=raw_agent, Device=device, Integrator=0)
+        assert translate.jid_string(jid) == Jid2String(jid)
+    assert {kind: MediaType(value).name for kind, value in translate.MEDIA_TYPES.items()} == {
+        "image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument",
+    }  # fmt: skip
+    assert ChatPresence(CHAT_PRESENCE_COMPOSING).name == "CHAT_PRESENCE_COMPOSING"
+    assert ChatPresenceMedia(CHAT_PRESENCE_MEDIA_TEXT).name == "CHAT_PRESENCE_MEDIA_TEXT"
+
+
 # ------------------------------------------------------------------------- process
 
 
@@ -716,7 +683,9 @@ def test_neonize_is_imported_late_keeps_logging_and_go_stdout_stays_out(tmp_path
     script = textwrap.dedent(
         """
         import asyncio, logging, sys
-        import services.session_actor.adapters.neonize_client as nc
+        from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
+        from services.session_actor.adapters.neonize.library import load_library
+        from services.session_actor.adapters.neonize.protobufs import pb
         assert "neonize" not in sys.modules, "imported at module import"
         from services.common.config import Settings
         from services.common.logs import setup
@@ -725,8 +694,8 @@ def test_neonize_is_imported_late_keeps_logging_and_go_stdout_stays_out(tmp_path
 
         def go_prints():
             # goneonize prints failed sends to fd 1: "SendMessage: Error sending message: ..."
-            lib = nc._load()
-            jid = lib.pb.JID(User="1", Server="s.whatsapp.net", RawAgent=0, Device=0, Integrator=0)
+            lib = load_library()
+            jid = pb.JID(User="1", Server="s.whatsapp.net", RawAgent=0, Device=0, Integrator=0)
             data = jid.SerializeToString()
             lib.gocode.SendMessage(b"nobody", data, len(data), b"", 0)
 
@@ -734,7 +703,7 @@ def test_neonize_is_imported_late_keeps_logging_and_go_stdout_stays_out(tmp_path
             go_prints()
             assert logging.getLogger().handlers == handlers and logging.getLogger().level == level
             print("python before", flush=True)
-            factory = nc.NeonizeClientFactory(Settings(node_capacity=1))
+            factory = NeonizeClientFactory(Settings(node_capacity=1))
             await factory.start()
             go_prints()
             print("python during", flush=True)

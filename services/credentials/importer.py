@@ -16,12 +16,12 @@ One store file gives one session:
    event. Credentials go in first, so the node that claims the session always finds them.
 
 Reading a store safely: the file may be the live store of a running neonize process, this
-one included. The copy is taken in a child process (one per batch) with Python's sqlite3:
-read-only, in one read transaction over every page (`serialize`), waiting up to
-BUSY_TIMEOUT for a writer's commit. A separate process takes part in SQLite's ordinary
-cross-process locking with any writer, the Go library of the importing process included,
-and the importing process never opens a store with any SQLite: the trap is two SQLite
-copies in one process, whose POSIX locks cancel each other. A store whose writer died
+one included. The copy is taken in a child process (one per batch, running `store_copy`)
+with Python's sqlite3: read-only, in one read transaction over every page (`serialize`),
+waiting up to BUSY_TIMEOUT for a writer's commit. A separate process takes part in SQLite's
+ordinary cross-process locking with any writer, the Go library of the importing process
+included, and the importing process never opens a store with any SQLite: the trap is two
+SQLite copies in one process, whose POSIX locks cancel each other. A store whose writer died
 mid-transaction (a hot journal) cannot be opened read-only; that file and its journal are
 copied to a private directory where SQLite rolls the transaction back. The source files
 are never written.
@@ -65,6 +65,7 @@ from services.common import registration
 from services.common.bus import EventPublisher, encode, new_id
 from services.common.cluster import OWN
 from services.common.sessions import SessionStore
+from services.credentials import store_copy
 from services.credentials.vault import BadVersion, CredentialVault, check_store
 
 log = structlog.get_logger(__name__)
@@ -156,68 +157,17 @@ class StoreCopy:
     note: str | None = None
 
 
-# Runs in a child process with `python -I`: the standard library only. Reads the list of
-# paths as JSON on stdin, writes each copy to <dest>/<index>, one JSON line per store.
-_COPY_SCRIPT = r"""
-import json, shutil, sqlite3, sys, tempfile
-from pathlib import Path
-
-dest, busy = Path(sys.argv[1]), float(sys.argv[2])
-
-def serialize(uri):
-    db = sqlite3.connect(uri, uri=True, timeout=busy, isolation_level=None)
-    try:
-        db.execute("BEGIN")  # one read transaction: what is checked is what is copied
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return db.serialize()
-    finally:
-        db.close()
-
-def copy(path):
-    if path.stat().st_size == 0:
-        raise ValueError("empty file")
-    try:
-        return serialize(path.absolute().as_uri() + "?mode=ro"), None
-    except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorname", "") != "SQLITE_READONLY_ROLLBACK":
-            raise
-    # A hot journal: its writer died mid-transaction. Roll it back in a private copy.
-    with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        private = Path(tmp) / "store.db"
-        shutil.copyfile(path, private)
-        shutil.copyfile(f"{path}-journal", f"{private}-journal")
-        data = serialize(private.as_uri())
-    return data, "an unfinished transaction of a dead writer was rolled back in the copy"
-
-def problem(exc):
-    name = getattr(exc, "sqlite_errorname", "")
-    if name.startswith("SQLITE_BUSY") or "locked" in str(exc):
-        return f"the store stayed locked by a writer for {busy:g}s; try again"
-    if isinstance(exc, sqlite3.Error):
-        return f"not a readable SQLite store: {exc}"
-    return f"cannot read: {exc}"
-
-for index, source in enumerate(json.loads(sys.stdin.read())):
-    try:
-        data, note = copy(Path(source))
-        (dest / str(index)).write_bytes(data)
-        line = {"i": index, "note": note}
-    except Exception as exc:
-        line = {"i": index, "error": problem(exc)}
-    print(json.dumps(line), flush=True)
-"""
-
-
 async def copy_stores(paths: list[Path]) -> list[StoreCopy]:
     """Consistent copies of store files that may be live (see the module doc)."""
     if not paths:
         return []
     with tempfile.TemporaryDirectory(prefix="wa-import-") as tmp:
+        # `-I` with the file's path: a fresh interpreter that imports nothing of the
+        # project (not even package __init__s) and ignores PYTHON* variables.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-I",
-            "-c",
-            _COPY_SCRIPT,
+            store_copy.__file__,
             tmp,
             str(BUSY_TIMEOUT),
             stdin=asyncio.subprocess.PIPE,

@@ -12,7 +12,7 @@ def make_factory(settings: Settings, nc: NatsClient) -> ClientFactory:
     # Imported on demand: neonize must not be imported before logging is configured, and a
     # simulator node should not load an 18 MB Go library at all.
     if settings.adapter == "neonize":
-        from services.session_actor.adapters.neonize_client import NeonizeClientFactory
+        from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 
         return NeonizeClientFactory(settings)
     from services.session_actor.adapters.sim import SimClientFactory

@@ -5,7 +5,7 @@ It never decides anything: it reports what happened as events (the connection ev
 the state machine's own inputs, stamped with `clock()`), and it carries out commands.
 
 Two implementations: `sim.SimClient` (the simulated WhatsApp service, over NATS) and
-`neonize_client.NeonizeClient` (real WhatsApp through neonize/whatsmeow).
+`neonize.client.NeonizeClient` (real WhatsApp through neonize/whatsmeow).
 """
 
 from __future__ import annotations
