@@ -74,6 +74,7 @@ from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN, TERMINAL_OUTBOUND
 from services.common.bus import request
 from services.common.config import Settings
 from services.common.media import MediaLimits, check_send, size_text
+from services.credentials import DEVICE_TABLES
 from services.wactl import render
 
 T = TypeVar("T")
@@ -84,9 +85,6 @@ EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
 CLOSE_TIMEOUT = 2.0
 
-# The table that holds the linked device in each adapter's store (see adapters/*.py); named
-# here so that `creds rotate-key` never has to import an adapter (neonize loads a Go library).
-DEVICE_TABLES = {"sim": "sim_device", "neonize": "whatsmeow_device"}
 # The session API holds a code pairing until WhatsApp hands out the code (up to ~40 s).
 PAIR_CODE_TIMEOUT = 45.0
 PAIRING_FAILED = ("stopped", "logged_out", "banned", "deleted")
