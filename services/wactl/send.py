@@ -1,0 +1,192 @@
+"""`wactl send`: a text or a file, checked here as the server would, and with --wait each
+further state of the send until a final one."""
+
+import asyncio
+import base64
+import re
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from contracts.envelope import ContractError, decode
+from contracts.events import OutboundEvent
+from contracts.history import OutboundQuery, OutboundRecord
+from contracts.sending import SendAccepted, SendText
+from contracts.types import TERMINAL_OUTBOUND_STATES
+from services.common.config import Settings
+from services.common.media import MediaLimits, check_send, size_text
+from services.wactl import render
+from services.wactl.arguments import Json, Sid, given
+from services.wactl.exits import EXIT_TIMEOUT, Failure, fail
+from services.wactl.gateway import Feed, Gateway, convert, decode_event
+from services.wactl.running import with_nats
+
+# How far a send got; the final states rank last.
+PROGRESS = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4, "expired": 4}
+
+
+def send(
+    ctx: typer.Context,
+    sid: Sid,
+    to: Annotated[str, typer.Argument(help="digits of an E.164 number, or a full JID")],
+    text: Annotated[
+        str | None, typer.Argument(help="message text; with a file, its caption (optional)")
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", metavar="PATH|URL", help="send an image: a local file or an http(s) URL"),
+    ] = None,
+    document: Annotated[
+        str | None, typer.Option("--document", metavar="PATH|URL", help="send a document (file or URL)")
+    ] = None,
+    audio: Annotated[
+        str | None,
+        typer.Option("--audio", metavar="PATH|URL", help="send an audio file (file or URL; no caption)"),
+    ] = None,
+    video: Annotated[
+        str | None, typer.Option("--video", metavar="PATH|URL", help="send a video (file or URL)")
+    ] = None,
+    filename: Annotated[
+        str | None, typer.Option(help="file name shown for a document (default: the file's own)")
+    ] = None,
+    mime: Annotated[str | None, typer.Option(help="MIME type of the file (default: guessed)")] = None,
+    send_id: Annotated[str | None, typer.Option("--id", help="idempotency key (default: a new uuid)")] = None,
+    send_at: Annotated[str | None, typer.Option(help="send no earlier than this RFC 3339 time")] = None,
+    expires_at: Annotated[str | None, typer.Option(help="give up after this RFC 3339 time")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="follow the send until read, failed or expired")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits for a final state")] = 60.0,
+    as_json: Json = False,
+) -> None:
+    """Send a text message, or a file with an optional caption (queued durably; sent to
+    WhatsApp at most once per id). A local file goes inline (up to WA_MEDIA_INLINE_MAX,
+    700 KiB by default); put larger ones at a URL the gateway can reach."""
+    sources = given(image=image, document=document, audio=audio, video=video)
+    raw = given(id=send_id or str(uuid.uuid4()), to=to, text=text, send_at=send_at, expires_at=expires_at)
+    message = checked_send(raw, sources, filename, mime, ctx.obj.settings)
+    with_nats(ctx, lambda gateway: send_and_follow(gateway, sid, message, wait, timeout, as_json))
+
+
+def checked_send(
+    raw: dict[str, Any], sources: dict[str, str], filename: str | None, mime: str | None, settings: Settings
+) -> SendText:
+    """The send request, with its file if one was given, checked before anything is sent."""
+    if len(sources) > 1:
+        fail("give at most one of --image, --document, --audio, --video")
+    if not sources and (filename is not None or mime is not None):
+        fail("--filename and --mime go with --image, --document, --audio or --video")
+    if sources:
+        ((kind, source),) = sources.items()
+        raw["media"] = media_body(kind, source, filename, mime, settings)
+    try:  # checked here as the server would, with the same messages
+        message = decode(render.to_json(raw).encode(), SendText)
+        check_send(message, MediaLimits.from_settings(settings))
+    except ContractError as exc:
+        fail(f"error {exc.code}: {exc.message}")
+    return message
+
+
+def media_body(
+    kind: str, source: str, filename: str | None, mime: str | None, settings: Settings
+) -> dict[str, Any]:
+    """The `media` object of a send: a URL as it is, a local file inline (base64) if it fits."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", source):
+        return given(kind=kind, url=source, filename=filename, mime=mime)
+    path = Path(source).expanduser()
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            fail(f"--{kind}: {source} is not a file")
+        limit = settings.media_inline_max
+        if size > limit:
+            fail(
+                f"--{kind}: {source} is {size_text(size)}; at most {size_text(limit)} can be sent "
+                "from a file (it travels inline, inside NATS messages). Put it at an http(s) URL "
+                f"the gateway can reach and pass --{kind} URL instead."
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        fail(f"--{kind}: cannot read {source}: {exc.strerror or exc}")
+    if kind == "document" and filename is None:
+        filename = path.name
+    return given(kind=kind, base64=base64.b64encode(data).decode(), filename=filename, mime=mime)
+
+
+async def send_and_follow(
+    gateway: Gateway, sid: str, message: SendText, wait: bool, timeout: float, as_json: bool
+) -> int:
+    """Send, print the reply, and with `wait` follow the send to its final state."""
+    subject = gateway.subjects.event(sid, "outbound")
+    feed = await gateway.tail(subject) if wait else None
+    data = await gateway.call(gateway.subjects.send(sid), message)
+    accepted = convert(data, SendAccepted)
+    note = " (duplicate: accepted before, sent at most once)" if accepted.duplicate else ""
+    typer.echo(render.to_json(data) if as_json else f"{accepted.state} {accepted.id}{note}")
+    if feed is None:
+        return 0
+    return await follow_send(gateway, feed, sid, accepted, timeout, as_json)
+
+
+async def follow_send(
+    gateway: Gateway, feed: Feed, sid: str, accepted: SendAccepted, timeout: float, as_json: bool
+) -> int:
+    """Print each further state of the send until a final one: 0 when read, 1 when it failed.
+
+    Events of one send can reach the stream out of order (`queued` is published by the
+    queue, `sent` by the actor): a state behind one already shown is old news and skipped.
+    """
+    progress = PROGRESS["queued"]  # the reply said so
+    final: OutboundEvent | None = None
+
+    def show(event: OutboundEvent, raw: bytes | None = None) -> None:
+        nonlocal progress, final
+        if PROGRESS.get(event.state, 0) <= progress:
+            return
+        progress = PROGRESS[event.state]
+        typer.echo(
+            (raw.decode() if raw else render.to_json(event))
+            if as_json
+            else render.event_line("outbound", event)
+        )
+        if event.state in TERMINAL_OUTBOUND_STATES:
+            final = event
+
+    if accepted.duplicate:  # its earlier states happened before we listened: ask the history
+        for event in await past_states(gateway, sid, accepted.id):
+            show(event)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while final is None:
+        msg = await feed.next(deadline)
+        if msg is None:
+            raise Failure(f"timed out after {timeout:g}s waiting for {accepted.id} to be read", EXIT_TIMEOUT)
+        event = decode_event(msg)
+        if isinstance(event, OutboundEvent) and event.id == accepted.id:
+            show(event, msg.data)
+    if final.state == "read":
+        return 0
+    raise Failure(f"send {accepted.id} {final.state}: {render.error_text(final.error) or 'no reason given'}")
+
+
+async def past_states(gateway: Gateway, sid: str, send_id: str) -> list[OutboundEvent]:
+    """The outbound events of an earlier send, from persistence (none if it cannot tell)."""
+    try:
+        data = await gateway.call(gateway.subjects.history(sid, "outbound"), OutboundQuery(id=send_id))
+    except (Failure, ContractError) as exc:
+        typer.echo(f"(earlier states unknown: {getattr(exc, 'message', exc)})", err=True)
+        return []
+    record = convert(data, OutboundRecord)
+    return [
+        OutboundEvent(
+            event_id=s.event_id,
+            session_id=sid,
+            at=s.at,
+            id=send_id,
+            state=s.state,
+            message_id=s.message_id,
+            error=s.error,
+        )
+        for s in record.history
+    ]
