@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from services.devstack.processes import REPO_ROOT as ROOT
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     InboundMessage,
@@ -21,7 +22,6 @@ from services.session_actor.adapters.base import (
 )
 from services.session_actor.adapters.neonize import translate
 from services.session_actor.adapters.neonize.protobufs import e2e, pb
-from tests.support import ROOT
 
 NOW = 7.0
 

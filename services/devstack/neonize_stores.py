@@ -13,7 +13,7 @@ from pathlib import Path
 
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import ClientEvent
-from services.session_actor.adapters.neonize_client import NeonizeClientFactory
+from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 
 
 def on_private_copy(

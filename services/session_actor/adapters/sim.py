@@ -37,6 +37,7 @@ from services.common.bus import request
 from services.common.config import Settings
 from services.common.offload import off_loop_if_large
 from services.common.tasks import cancel_and_wait
+from services.credentials import DEVICE_TABLES
 from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientFactory,
@@ -54,7 +55,7 @@ from services.session_actor.adapters.base import (
 
 log = structlog.get_logger(__name__)
 
-DEVICE_TABLE = "sim_device"
+DEVICE_TABLE = DEVICE_TABLES["sim"]
 CONNECT_TIMEOUT = 5.0
 SEND_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 5.0

@@ -11,14 +11,15 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from contracts.types import utcnow
+from services.credentials import DEVICE_TABLES
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     Clock,
@@ -32,15 +33,14 @@ from services.session_actor.adapters.base import (
 )
 from services.session_actor.adapters.neonize import translate
 from services.session_actor.adapters.neonize.callbacks import routes
+from services.session_actor.adapters.neonize.guard import GoMapGuard
+from services.session_actor.adapters.neonize.library import Library
 from services.session_actor.adapters.neonize.protobufs import pb
 from services.session_actor.adapters.neonize.snapshot import serialize_store
 
-if TYPE_CHECKING:
-    from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
-
 log = structlog.get_logger(__name__)
 
-DEVICE_TABLE = "whatsmeow_device"
+DEVICE_TABLE = DEVICE_TABLES["neonize"]
 # disconnect()/close() return after this even if Go is still busy (a hanging dial can hold
 # whatsmeow's socket lock for minutes); the stop finishes in the background.
 STOP_TIMEOUT = 10.0
@@ -76,11 +76,33 @@ class PairingError(Exception):
     """WhatsApp did not hand out a pair code."""
 
 
+class GoRuntime(Protocol):
+    """What a client uses of its factory: the Go library and the machinery one process shares
+    (factory.NeonizeClientFactory)."""
+
+    library: Library
+    loop: asyncio.AbstractEventLoop | None
+    guard: GoMapGuard
+    event_types: dict[int, type]
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
+
+    async def whatsapp_unreachable(self) -> str | None: ...
+
+    async def start_incarnation(self, client: NeonizeClient, incarnation: Incarnation) -> None: ...
+
+    async def stop_go_client(self, incarnation: Incarnation) -> None: ...
+
+    def incarnation_ended(self, incarnation: Incarnation) -> None: ...
+
+    def forget(self, client: NeonizeClient) -> None: ...
+
+
 class NeonizeClient(WhatsAppClient):
     device_table = DEVICE_TABLE
 
     def __init__(
-        self, session_id: str, store_path: Path, emit: Emit, clock: Clock, *, factory: NeonizeClientFactory
+        self, session_id: str, store_path: Path, emit: Emit, clock: Clock, *, factory: GoRuntime
     ) -> None:
         super().__init__(session_id, store_path, emit, clock)
         self._factory = factory
