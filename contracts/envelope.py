@@ -23,8 +23,12 @@ ErrorCode = Literal[
     "session_unavailable",
     "rate_limited",
     "unauthorized",
+    "temporarily_unavailable",
     "internal",
 ]
+# A server the request needs (NATS JetStream, MongoDB) is away for now: retry later. A send
+# retried with the same `id` is never sent twice.
+TEMPORARILY_UNAVAILABLE = "temporarily_unavailable"
 
 
 class ErrorBody(msgspec.Struct):

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,6 +21,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
+from services.common.connection import connect_nats
 from services.credentials.vault import new_key_entry
 from services.devstack.processes import Stack
 from services.devstack.servers import free_port, start_mongo, start_nats
@@ -133,7 +133,7 @@ def settings(infra: Infra, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 async def nc(settings: Settings) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(settings.nats_url)
+    client = await connect_nats(settings)
     await ensure_topology(client.jetstream(), settings)
     yield client
     await client.drain()

@@ -269,7 +269,7 @@ async def test_owner_lost_is_written_and_announced_once(settings, nc, db, stack)
     ):
         await asyncio.gather(wait_http(http), wait_http(http2))
         health = (await http.get("/healthz")).json()
-        assert health == {"status": "ok", "checks": {"nats": {"ok": True}, "mongo": {"ok": True}}}
+        assert health == {"status": "ok", "checks": {"nats": {"ok": True}, "jetstream": {"ok": True}, "mongo": {"ok": True}}}
 
         ghost_doc = await wait_until(
             lambda: owner_lost_doc(store, ghost), timeout=5, what="ghost session reported"

@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import nats.errors
 import structlog
 from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 from nats.aio.msg import Msg
+from nats.js.errors import ServiceUnavailableError
+from pymongo.errors import ConnectionFailure, NetworkTimeout
 
-from contracts.envelope import ContractError, Err, Ok, decode
+from contracts.envelope import TEMPORARILY_UNAVAILABLE, ContractError, Err, Ok, decode
 from services.common.bus import encode
 
 log = structlog.get_logger(__name__)
@@ -26,11 +29,32 @@ log = structlog.get_logger(__name__)
 UnansweredHook = Callable[[StreamMessage[Any], ContractError], Awaitable[None]]
 
 
+# Failures that say a server is away for now (a NATS or JetStream outage, a leader election
+# on a NATS cluster, MongoDB failing over), not that the request is wrong.
+_NATS_AWAY = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.OutboundBufferLimitError,
+    ServiceUnavailableError,
+)
+_MONGO_AWAY = (ConnectionFailure, NetworkTimeout)
+
+
 def as_contract_error(exc: Exception, subject: str) -> ContractError:
-    """What a failed request answers: its ContractError, or `internal` (logged) for anything
-    unexpected."""
+    """What a failed request answers: its ContractError; `temporarily_unavailable` when a
+    server is away (the client retries; a send retried with its `id` is never sent twice);
+    `internal` (logged) for anything unexpected."""
     if isinstance(exc, ContractError):
         return exc
+    away = "NATS JetStream" if isinstance(exc, _NATS_AWAY) else "MongoDB" if isinstance(exc, _MONGO_AWAY) else None
+    if away is not None:
+        log.warning("request failed: a server is away", subject=subject, server=away, error=repr(exc))
+        return ContractError(
+            TEMPORARILY_UNAVAILABLE,
+            f"{away} is not available right now; retry later (a send retried with the same id is never sent twice)",
+        )
     log.error("request failed", subject=subject, exc_info=exc)
     return ContractError("internal", "internal error; the request was not completed")
 

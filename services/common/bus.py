@@ -46,6 +46,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             subjects=[s.events_all],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=settings.js_replicas,
             max_age=settings.events_max_age_days * DAY,
             duplicate_window=120.0,
         ),
@@ -55,6 +56,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             subjects=[s.outbound("*"), s.scheduled("*", "*"), s.expiry_timer("*", "*"), s.expiry("*")],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
+            num_replicas=settings.js_replicas,
             max_consumers=MAX_CONSUMERS,
             duplicate_window=600.0,
             allow_msg_schedules=True,
@@ -65,6 +67,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             subjects=[s.dead_letter("*")],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
+            num_replicas=settings.js_replicas,
             max_age=30 * DAY,
             duplicate_window=120.0,
         ),
@@ -77,6 +80,7 @@ def leases_config(settings: Settings) -> KeyValueConfig:
         description="node.<id>: node leases (server-side TTL); own.<sid>: session ownership",
         history=1,
         storage=StorageType.FILE,
+        replicas=settings.js_replicas,
         # Watchers see a marker the moment a node lease expires.
         limit_marker_ttl=1.0,
     )
@@ -88,12 +92,17 @@ def sends_config(settings: Settings) -> KeyValueConfig:
         description="<sid>.<hash of send id>: intent, then outcome, of each send (at most once)",
         history=1,
         storage=StorageType.FILE,
+        replicas=settings.js_replicas,
         ttl=settings.outbound_retention_days * DAY,
     )
 
 
 async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
-    """Create or update every stream and bucket; safe to run from many processes at once."""
+    """Create or update every stream and bucket; safe to run from many processes at once.
+
+    The replica count (`js_replicas`) applies to existing ones too: a deployment that grows
+    from one NATS server to a cluster gets its data replicated by the next start.
+    """
     for config in stream_configs(settings):
         try:
             await js.add_stream(config)
@@ -107,6 +116,16 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
                 await js.create_key_value(bucket)
             except BadRequestError:
                 pass  # created concurrently by another process
+        await ensure_replicas(js, f"KV_{bucket.bucket}", settings.js_replicas)
+
+
+async def ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:
+    """Set the replica count of a stream that backs a bucket (a bucket's own config cannot be
+    updated through nats-py; its stream's can)."""
+    config = (await js.stream_info(stream)).config
+    if config.num_replicas != replicas:
+        config.num_replicas = replicas
+        await js.update_stream(config)
 
 
 class EventPublisher:

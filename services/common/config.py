@@ -17,7 +17,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WA_", extra="ignore")
 
     # -- where things are -------------------------------------------------------------
+    # One or more seed URLs of a NATS cluster, comma separated: a client connects to any one
+    # that answers (and learns the others from it).
     nats_url: str = "nats://127.0.0.1:4222"
+    # Replicas of every stream and bucket: 1 on a single server, 3 on a NATS cluster of three
+    # or more (one server can then be lost, disk included, without losing a message).
+    js_replicas: int = Field(default=1, ge=1, le=5)
     mongo_url: str = "mongodb://127.0.0.1:27017"
     mongo_db: str = "wa_gateway"
     prefix: str = "wa"
@@ -25,6 +30,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     log_level: str = "INFO"
     log_format: Literal["console", "json"] = "console"
+    # The process that started this one (`make run`, a test): when it is gone, this one stops
+    # too, gracefully, instead of running on as an orphan.
+    supervisor_pid: int | None = None
 
     # -- session-actor node -----------------------------------------------------------
     adapter: Literal["sim", "neonize"] = "sim"
@@ -126,6 +134,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         Subjects(self.prefix, self.sim_prefix)  # validates both prefixes
+        if not self.nats_servers:
+            raise ValueError("nats_url: at least one NATS URL is needed")
         if self.lease_self_stop + self.sim_keepalive_timeout > self.lease_ttl:
             raise ValueError(
                 "lease_self_stop + sim_keepalive_timeout must not exceed lease_ttl, or a frozen "
@@ -134,6 +144,10 @@ class Settings(BaseSettings):
         if self.lease_renew_interval >= self.lease_self_stop:
             raise ValueError("lease_renew_interval must be shorter than lease_self_stop")
         return self
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
 
     @cached_property
     def subjects(self) -> Subjects:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -15,6 +16,7 @@ from pymongo.errors import BulkWriteError
 from services.common.config import Settings
 
 DUPLICATE_KEY = 11000
+CLOSE_TIMEOUT = 2.0
 
 Request = TypeVar("Request")
 
@@ -31,6 +33,17 @@ def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncD
         journal=True,
     )
     return client, client[settings.mongo_db]
+
+
+async def close(client: AsyncMongoClient) -> None:
+    """Close the client within CLOSE_TIMEOUT.
+
+    Trap: close() ends the client's server sessions with a command, which waits for server
+    selection (10 s) when the database is gone, and the service's stop with it.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await client.close()
 
 
 class _Batched(abc.ABC, Generic[Request]):

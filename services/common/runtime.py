@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
 
-import nats
 import structlog
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
@@ -12,11 +19,18 @@ from pymongo import AsyncMongoClient
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_exponential
 
 from services.common.config import Settings
+from services.common.connection import connect_nats, connection_options
 
 log = structlog.get_logger(__name__)
 
 # How long a service keeps waiting for its servers at start (e.g. `make run` starting them).
 STARTUP_PATIENCE = 120
+# Stopping: handlers under way get HANDLER_GRACE to finish, the connection DRAIN_TIMEOUT to
+# flush; the whole broker stop never takes longer than STOP_TIMEOUT.
+HANDLER_GRACE = 3.0
+DRAIN_TIMEOUT = 2.0
+STOP_TIMEOUT = 6.0
+SUPERVISOR_POLL = 0.5
 
 
 @retry(
@@ -26,7 +40,7 @@ STARTUP_PATIENCE = 120
     reraise=True,
 )
 async def wait_for_servers(settings: Settings, mongo: bool = True) -> None:
-    nc = await nats.connect(settings.nats_url, connect_timeout=2, max_reconnect_attempts=0)
+    nc = await connect_nats(settings, connect_timeout=2, max_reconnect_attempts=0)
     await nc.close()
     if mongo:
         client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=2000)
@@ -36,13 +50,70 @@ async def wait_for_servers(settings: Settings, mongo: bool = True) -> None:
             await client.close()
 
 
+class ServiceBroker(NatsBroker):
+    """A broker whose stop ends within STOP_TIMEOUT, whether or not NATS answers.
+
+    Trap: FastStream's stop waits up to `graceful_timeout` for handlers under way, then drains
+    the connection, and nats-py's drain waits up to 30 s by default; with NATS away it raises
+    ConnectionReconnectingError instead, and the service exited with a traceback.
+    """
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        connection = self._connection
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await super().stop(exc_type, exc_val, exc_tb)
+        except Exception as exc:  # TimeoutError included
+            log.warning("NATS connection closed without draining", error=repr(exc))
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(1.0):
+                        await connection.close()
+            self._connection = None
+            self.config.disconnect()
+
+
 def make_broker(settings: Settings, service: str) -> NatsBroker:
-    return NatsBroker(
-        settings.nats_url,
+    options = connection_options(settings)
+    return ServiceBroker(
+        options.pop("servers"),
+        **options,
         name=service,
         serializer=MsgSpecSerializer(),
         # Per-message "Received/Processed" lines are debug material.
         log_level=logging.DEBUG,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        graceful_timeout=HANDLER_GRACE,
+        drain_timeout=DRAIN_TIMEOUT,
     )
+
+
+def exit_with_supervisor(settings: Settings) -> None:
+    """Stop (SIGTERM to ourselves: the graceful path) once the supervisor is gone, so nothing
+    is left running when `make run` or a test run is killed. A thread: it must work whatever
+    the event loop is doing."""
+    pid = settings.supervisor_pid
+    if pid is None:
+        return
+
+    def watch() -> None:
+        while _running(pid):
+            time.sleep(SUPERVISOR_POLL)
+        log.warning("supervisor gone: stopping", supervisor=pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed supervisor stays one until its parent reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -22,6 +22,10 @@ from services.common.cluster import ClusterView
 from services.common.mongo import GroupCommit, GroupRead
 
 OWNER_LOST = "owner_lost: the node running this session stopped; another node takes over"
+JETSTREAM_UNAVAILABLE = (
+    "jetstream_unavailable: NATS JetStream does not answer, so no node can hold a session; "
+    "sessions reconnect by themselves once it is back"
+)
 
 
 class SessionStore:
@@ -101,11 +105,15 @@ class SessionStore:
         return [doc["_id"] async for doc in self.collection.find(query, {"_id": 1})]
 
 
-def session_view(doc: dict[str, Any], cluster: ClusterView) -> Session:
+def session_view(doc: dict[str, Any], cluster: ClusterView, current: bool = True) -> Session:
     """The session as users must see it: a live state claimed by an owner that is gone is
-    reported as `disconnected (owner_lost)`, never as a stale `connected`."""
+    reported as `disconnected (owner_lost)`, never as a stale `connected`; so is every live
+    state while the view of the cluster is not `current` (JetStream unavailable: no lease can
+    be renewed, so no owner may act)."""
     state, reason, node = doc["state"], doc.get("reason"), doc.get("node")
-    if state in LIVE_STATES and (node is None or cluster.owner_of(doc["_id"]) != node):
+    if state in LIVE_STATES and not current:
+        state, reason, node = "disconnected", JETSTREAM_UNAVAILABLE, None
+    elif state in LIVE_STATES and (node is None or cluster.owner_of(doc["_id"]) != node):
         state, reason, node = "disconnected", OWNER_LOST, None
     return Session(
         session_id=doc["_id"],

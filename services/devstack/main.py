@@ -21,12 +21,13 @@ import typer
 from services.common.config import Settings
 from services.credentials.vault import DEV_KEY_FILE, new_key_entry
 from services.devstack.processes import NODE_SERVICE, SERVICE_MODULES, child_env
-from services.devstack.servers import EmbeddedServer, start_mongo, start_nats
+from services.devstack.servers import EmbeddedServer, start_mongo, start_nats, start_nats_cluster
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
-# Graceful session handoff can take longer than honcho's default 5 s.
-honcho.manager.KILL_WAIT = 60
+# Once the first process has stopped, the rest get this long: nodes bound their handoff
+# (session_actor/node.py SHUTDOWN_LIMIT), the other services their broker stop.
+honcho.manager.KILL_WAIT = 12
 NODE = f"{NODE_SERVICE}."
 
 
@@ -72,7 +73,18 @@ def dev_vault_key(data_dir: Path) -> Path:
 
 
 @app.command()
-def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> None:
+def run(
+    nodes: int = typer.Option(1, help="session-actor nodes to start"),
+    nats_servers: int = typer.Option(
+        1,
+        min=1,
+        envvar="WA_DEV_NATS_SERVERS",
+        help="embedded NATS servers: 3 or more make a loopback cluster (ports nats-port, nats-port + 1, "
+        "...) with JetStream replicas 3",
+    ),
+    nats_port: int = typer.Option(4222, envvar="WA_DEV_NATS_PORT", help="the embedded NATS server's port"),
+    mongo_port: int = typer.Option(27017, envvar="WA_DEV_MONGO_PORT", help="the embedded database's port"),
+) -> None:
     """Start the embedded servers (unless configured) and every service."""
     # Service logs reach a pipe or file as they happen, not in 8 KB blocks.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
@@ -81,11 +93,18 @@ def run(nodes: int = typer.Option(1, help="session-actor nodes to start")) -> No
     embedded_urls: dict[str, str] = {}
     servers: list[EmbeddedServer] = []
     try:
-        if "WA_NATS_URL" not in os.environ:
-            servers.append(start_nats(data_dir / "nats"))
+        if "WA_NATS_URL" not in os.environ and nats_servers > 1:
+            ports = [nats_port + i for i in range(nats_servers)]
+            cluster = start_nats_cluster(data_dir / "nats-cluster", nats_servers, ports)
+            servers.extend(cluster.members)
+            embedded_urls["nats_url"] = cluster.url
+            if "WA_JS_REPLICAS" not in os.environ:
+                embedded_urls["js_replicas"] = str(min(3, nats_servers))
+        elif "WA_NATS_URL" not in os.environ:
+            servers.append(start_nats(data_dir / "nats", nats_port))
             embedded_urls["nats_url"] = servers[-1].url
         if "WA_MONGO_URL" not in os.environ:
-            servers.append(start_mongo(data_dir / "mongo"))
+            servers.append(start_mongo(data_dir / "mongo", mongo_port))
             embedded_urls["mongo_url"] = servers[-1].url
         if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
             dev_vault_key(data_dir)  # session-actor and wactl find it under WA_DATA_DIR

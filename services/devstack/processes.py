@@ -41,6 +41,7 @@ def child_env(base: Mapping[str, str], **settings: Any) -> dict[str, str]:
         env[f"WA_{name.upper()}"] = str(value)
     # Service logs reach a pipe or file as they happen, not in 8 KB blocks.
     env["PYTHONUNBUFFERED"] = "1"
+    env["WA_SUPERVISOR_PID"] = str(os.getpid())  # the child stops when this process is gone
     return env
 
 
@@ -145,15 +146,23 @@ class Stack:
 
 
 class MakeRun:
-    """`python -m services.devstack run`, the command behind `make run`, as a test process."""
+    """`python -m services.devstack run`, the command behind `make run`, as a test process.
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    With `embedded` it starts its own servers on the given ports, as for a new user; else it
+    uses the servers of `settings`.
+    """
+
+    def __init__(self, settings: Settings, log_path: Path, embedded: dict[str, int] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.embedded = embedded  # e.g. {"nats_port": ..., "mongo_port": ...}
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = settings_env(self.settings)
+        if self.embedded is not None:
+            del env["WA_NATS_URL"], env["WA_MONGO_URL"]
+            env.update({f"WA_DEV_{name.upper()}": str(value) for name, value in self.embedded.items()})
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "services.devstack", "run"],
             cwd=REPO_ROOT,
@@ -176,3 +185,28 @@ class MakeRun:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def processes(self) -> set[int]:
+        """`make run` and every process it started, servers included (their own sessions)."""
+        assert self.popen is not None
+        return {self.popen.pid} | descendants(self.popen.pid)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` in the process tree (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (2nd field) may hold spaces; the parent pid follows its ")".
+            after_name = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        children.setdefault(int(after_name[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    pending = [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 
 from services.common.bus import ensure_topology
 from services.common.config import Settings
+from services.common.connection import connect_nats
 from services.credentials.vault import new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import Stack
@@ -54,7 +54,7 @@ async def fresh_system(name: str, log_dir: Path, nodes: int = 1, **overrides: An
             **overrides,
         }
         settings = Settings(**values)
-        nc = await nats.connect(settings.nats_url)
+        nc = await connect_nats(settings)
         await ensure_topology(nc.jetstream(), settings)
         stack = Stack(settings, log_dir / name)
         tap = await EventTap(nc, settings).start()

@@ -21,7 +21,7 @@ from nats.js.api import DeliverPolicy
 from services.common import logs, mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
-from services.common.runtime import make_broker, wait_for_servers
+from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.health_monitor import http
 from services.health_monitor.monitor import HealthMonitor
 
@@ -72,12 +72,13 @@ async def serve(settings: Settings) -> None:
     try:
         await uvicorn.Server(config).serve()
     finally:
-        await mongo_client.close()
+        await mongo.close(mongo_client)
 
 
 def main() -> None:
     settings = Settings()
     logs.setup(SERVICE, settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
     # SIGTERM unwinds like Ctrl-C, at any point: uvicorn shuts the app down gracefully and then
     # re-raises the signal it caught, which lands here as KeyboardInterrupt after the cleanup.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -46,6 +46,7 @@ RECHECK_INTERVAL = 1.0
 READ_CHUNK = 100
 # Kubernetes probes time out after a second or two: a probe must answer before that.
 PROBE_TIMEOUT = 1.0
+PROBE_INTERVAL = 1.0
 
 # States that describe the connection the owner held, and die with it. The others (created,
 # logged_out, stopped, banned) describe the session itself and stay: the next owner reads
@@ -84,15 +85,40 @@ class HealthMonitor:
         # Accepted writes whose event could not be published yet.
         self._unpublished: dict[Orphan, StatusEvent] = {}
         self._task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._js = js
+        self._leases_stream = f"KV_{settings.subjects.leases_bucket}"
+        self._jetstream_ok_at = time.monotonic()  # at start: servers were waited for
+        self._jetstream_error: str | None = None
+        self._jetstream_patience = settings.lease_self_stop
 
     async def start(self) -> None:
         self.cluster.subscribe(self._cluster_changed)
         await self.cluster.start()
         self._task = asyncio.create_task(self._owner_lost_loop(), name="owner-lost")
+        self._probe = asyncio.create_task(self._jetstream_loop(), name="jetstream-probe")
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
+        await cancel_and_wait(self._task, self._probe)
         await self.cluster.stop()
+
+    # -- JetStream ---------------------------------------------------------------------------
+    async def _jetstream_loop(self) -> None:
+        """Asks the leases bucket's stream for its state every PROBE_INTERVAL. While it does
+        not answer, no node can renew its lease: within `lease_self_stop` every actor has
+        stopped, so the view says no session is connected (and /healthz fails)."""
+        while True:
+            try:
+                await self._js.stream_info(self._leases_stream, timeout=PROBE_TIMEOUT)
+            except Exception as exc:
+                self._jetstream_error = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                self._jetstream_ok_at, self._jetstream_error = time.monotonic(), None
+            self.view.jetstream_current = self.jetstream_current()
+            await asyncio.sleep(PROBE_INTERVAL)
+
+    def jetstream_current(self) -> bool:
+        return time.monotonic() - self._jetstream_ok_at < self._jetstream_patience
 
     # -- inputs (FastStream handlers and the cluster watcher) -------------------------------
     async def on_heartbeat(self, beat: NodeHeartbeat) -> None:
@@ -194,4 +220,9 @@ class HealthMonitor:
         except Exception as exc:
             mongo = Check(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
         nats = Check(ok=True) if self.nc.is_connected else Check(ok=False, error="not connected")
-        return {"nats": nats, "mongo": mongo}
+        jetstream = (
+            Check(ok=True)
+            if self.jetstream_current()
+            else Check(ok=False, error=self._jetstream_error or "no answer from JetStream")
+        )
+        return {"nats": nats, "jetstream": jetstream, "mongo": mongo}

@@ -85,6 +85,9 @@ class HealthView:
         self.last_status: dict[str, StatusEvent] = {}
         self._heard: dict[str, _Heard] = {}
         self._up_since: dict[str, float] = {}
+        # False while JetStream does not answer: the cluster view is stale, and no session
+        # can be connected (no node can renew its lease).
+        self.jetstream_current = True
 
     # -- inputs ---------------------------------------------------------------------------
     def cluster_changed(self, kind: str, key: str, now: float) -> None:
@@ -160,7 +163,7 @@ class HealthView:
 
     def session(self, doc: dict[str, Any]) -> SessionHealth:
         """The health row of a session document from MongoDB (`sessions`)."""
-        seen = session_view(doc, self.cluster)
+        seen = session_view(doc, self.cluster, self.jetstream_current)
         entry = self.cluster.sessions.get(seen.session_id)
         owner = entry.owner.node if entry else None
         event = self.last_status.get(seen.session_id)

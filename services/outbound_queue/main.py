@@ -27,7 +27,7 @@ from services.common.api import request_router, strict
 from services.common.bus import ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
-from services.common.runtime import make_broker, wait_for_servers
+from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.tasks import TaskSet
 from services.outbound_queue.deadletters import Operations
 from services.outbound_queue.intake import Intake
@@ -133,4 +133,5 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     logs.setup("outbound-queue", settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
     asyncio.run(serve(settings))

@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.common import logs, mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
-from services.common.runtime import make_broker, wait_for_servers
+from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.persistence.queries import HistoryQueries, build_router
 from services.persistence.writer import DURABLE, EventConsumer, EventWriter
 
@@ -53,7 +53,7 @@ async def serve(settings: Settings) -> None:
 
     @app.after_shutdown
     async def close_mongo() -> None:
-        await mongo_client.close()
+        await mongo.close(mongo_client)
 
     await app.run()
 
@@ -61,4 +61,5 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     logs.setup("persistence", settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
     asyncio.run(serve(settings))

@@ -40,6 +40,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
 from contracts.subjects import Subjects, token
 from services.common.mongo import DUPLICATE_KEY
+from services.common.tasks import cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +52,8 @@ FETCH_WAIT = 1.0
 ACK_WAIT = 60.0
 # A batch the database could not take is handed back to JetStream for this long.
 RETRY_DELAY = 2.0
+# How long a stop waits for the batch in hand.
+STOP_GRACE = 3.0
 # A single event whose write keeps being refused (not the database being down: that is
 # retried forever) is given up after this many deliveries, loudly; it stays in the stream,
 # so a replay after the fix stores it.
@@ -328,10 +331,19 @@ class EventConsumer:
         self._task = asyncio.create_task(self._run(self._sub), name="persistence-consumer")
 
     async def stop(self) -> None:
-        """Finish the batch in hand (the pull in flight ends within FETCH_WAIT), then stop."""
+        """Finish the batch in hand (the pull in flight ends within FETCH_WAIT), then stop.
+
+        A batch that cannot be finished within STOP_GRACE (MongoDB or NATS gone) is left
+        un-acked: JetStream delivers it again to whichever replica runs next.
+        """
         self._running = False
         if self._task is not None:
-            await self._task
+            try:
+                async with asyncio.timeout(STOP_GRACE):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                log.warning("stopped with a batch unfinished; it will be delivered again", grace=STOP_GRACE)
+                await cancel_and_wait(self._task)
             self._task = None
         if self._sub is not None:
             await self._sub.unsubscribe()

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -65,6 +66,7 @@ class SessionApi:
         queues: SendQueues,
         default_pacing: PacingPolicy,
         move_patience: float,
+        view_current: Callable[[], bool],
     ) -> None:
         self._nc = nc
         self._subjects = subjects
@@ -76,17 +78,19 @@ class SessionApi:
         self._queues = queues
         self._default_pacing = default_pacing
         self._move_patience = move_patience  # how long a request waits for a moving session
+        # Whether `view` is current: this node renews its lease (JetStream answers).
+        self._view_current = view_current
 
     async def create(self, req: SessionCreate) -> Ok[Session]:
         doc = await register(self._sessions, self._kv, self._events, req.session_id, req.label)
-        return Ok(data=session_view(doc, self._view))
+        return Ok(data=session_view(doc, self._view, self._view_current()))
 
     async def list(self) -> Ok[SessionList]:
         docs = await self._sessions.list()
-        return Ok(data=SessionList(sessions=[session_view(doc, self._view) for doc in docs]))
+        return Ok(data=SessionList(sessions=[session_view(doc, self._view, self._view_current()) for doc in docs]))
 
     async def get(self, sid: str) -> Ok[Session]:
-        return Ok(data=session_view(await self._existing(sid), self._view))
+        return Ok(data=session_view(await self._existing(sid), self._view, self._view_current()))
 
     async def pair(self, sid: str, req: PairRequest) -> Ok[PairStarted]:
         await self._existing(sid)

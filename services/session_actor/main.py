@@ -22,7 +22,7 @@ from services.common.bus import EventPublisher, ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
 from services.common.media import MediaLimits
-from services.common.runtime import make_broker, wait_for_servers
+from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.sessions import SessionStore
 from services.credentials import importer
 from services.credentials.vault import CredentialVault, Keyring
@@ -124,6 +124,7 @@ async def assemble(settings: Settings, nc: NatsClient, db: AsyncDatabase, keyrin
         queues=queues,
         default_pacing=default_pacing(settings),
         move_patience=settings.lease_ttl * 2 + 2,
+        view_current=node.lease.may_act,
     )
     return Assembly(node, api)
 
@@ -143,7 +144,7 @@ async def serve(settings: Settings) -> None:
     @app.on_shutdown
     async def stop_node() -> None:
         await parts.node.shutdown()
-        await mongo_client.close()
+        await mongo.close(mongo_client)
 
     await app.run()
 
@@ -151,4 +152,5 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     logs.setup("session-actor", settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
     asyncio.run(serve(settings))

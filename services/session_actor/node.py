@@ -47,6 +47,9 @@ from services.session_actor.store_files import StoreFiles
 
 log = structlog.get_logger(__name__)
 
+# A graceful stop hands sessions back within this, or leaves the rest to expire with the lease.
+SHUTDOWN_LIMIT = 10.0
+DROP_LEASE_TIMEOUT = 2.0
 # Imports existing stores at startup, as this node (its id): see services/credentials/importer.py.
 ImportAtStartup = Callable[[str], Awaitable[Any]]
 
@@ -117,21 +120,42 @@ class Node:
         log.info("node started", node=self.id, capacity=self._settings.node_capacity)
 
     async def shutdown(self) -> None:
-        """Graceful stop: hand every session back at once, announced, then drop the lease."""
+        """Graceful stop: hand every session back at once, announced, then drop the lease.
+
+        Without NATS nothing can be announced: every actor stops at once and the other nodes
+        take the sessions over when this node's lease expires, as after a crash. The same
+        happens to what is not handed back within SHUTDOWN_LIMIT (NATS gone meanwhile).
+        """
         started = time.monotonic()
         self.ownership.stop_accepting()
-        self.lease.leaving = True
-        with contextlib.suppress(Exception):  # the others then make room for what we release
-            await self.lease.renew()
-        released = await self.ownership.release_all()
+        released = 0
+        if self._nc.is_connected:
+            try:
+                async with asyncio.timeout(SHUTDOWN_LIMIT):
+                    released = await self._hand_everything_back()
+            except TimeoutError:
+                log.warning("graceful handoff cut short", node=self.id, limit=SHUTDOWN_LIMIT)
+        else:
+            log.warning("stopping without NATS: the sessions move when this node's lease expires", node=self.id)
+        self.actors.abort_all()
+        await self.actors.wait_all()
         await cancel_and_wait(*self._loops)
         await self._background.cancel_all()
-        with contextlib.suppress(Exception):
-            await self.lease.drop()
+        if self._nc.is_connected:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(DROP_LEASE_TIMEOUT):
+                    await self.lease.drop()
         await self.cluster.stop()
         await self._clients.stop()
         self.stores.remove_all()
         log.info("node stopped", node=self.id, released=released, seconds=round(time.monotonic() - started, 2))
+
+    async def _hand_everything_back(self) -> int:
+        """Announced: the lease says `leaving`, then every session is released."""
+        self.lease.leaving = True
+        with contextlib.suppress(Exception):  # the others then make room for what we release
+            await self.lease.renew()
+        return await self.ownership.release_all()
 
     # -- the lease, as the keeper reports it (lease_keeper.LeaseHolder) -----------------------
     def lease_invalid(self) -> None:

@@ -32,7 +32,7 @@ from services.common import logs
 from services.common.api import request_router, strict
 from services.common.bus import encode
 from services.common.config import Settings
-from services.common.runtime import make_broker, wait_for_servers
+from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.tasks import cancel_and_wait
 from services.wa_sim.state import StateFile
 from services.wa_sim.world import Rules, World
@@ -258,4 +258,5 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     logs.setup("wa-sim", settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
     asyncio.run(serve(settings))

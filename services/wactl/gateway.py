@@ -19,6 +19,7 @@ from contracts.sessions import Empty
 from contracts.subjects import token
 from services.common.bus import request
 from services.common.config import Settings
+from services.common.connection import connection_options
 from services.wactl.exits import EXIT_UNREACHABLE, Failure
 
 T = TypeVar("T")
@@ -89,7 +90,7 @@ class Gateway:
         try:
             # Few, quick attempts: an unreachable server is reported in well under a second.
             await self.nc.connect(
-                url,
+                **connection_options(self.settings),
                 name="wactl",
                 connect_timeout=min(self.timeout, 5.0),
                 max_reconnect_attempts=1,
