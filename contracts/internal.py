@@ -21,6 +21,9 @@ class NodeLease(msgspec.Struct, omit_defaults=True):
     # Set when the node starts a graceful stop: it still owns what it has not released yet,
     # but takes no share, so the others claim each session the moment it is released.
     leaving: bool = False
+    # Why the node takes no sessions at all (its vault keys cannot open the stored
+    # credentials); the others count it out of the fair share, like a leaving node.
+    unfit: str | None = None
 
 
 class Ownership(msgspec.Struct, omit_defaults=True):

@@ -156,15 +156,17 @@ async def test_without_the_lease_nothing_is_reported(world: ActorWorld, start: o
     assert len(world.events.events) == published
 
 
-async def test_credentials_that_cannot_be_opened_stop_the_session_with_the_reason(
+async def test_credentials_that_cannot_be_opened_end_the_actor_with_the_reason_for_its_node(
     world: ActorWorld, start: object
 ) -> None:
     world.vault.broken = "no version decrypts with the configured keys"
-    start(state="connected")  # type: ignore[operator]
-    await wait_until(lambda: "stopped" in world.events.states(), what="the stopped report")
+    r = start(state="connected")  # type: ignore[operator]
+    await r.ended()  # its node hands the session back: another node's keys may open them
     stopped = [e for e in world.events.events if e.state == "stopped"][-1]
     assert stopped.reason.startswith("credentials_unusable: no version decrypts")
+    assert r.actor.unusable == stopped.reason
     assert world.clients.created == []  # nothing connects on unusable credentials
+    assert SID not in world.commands.handlers
 
 
 async def test_an_inbound_message_becomes_an_event_and_is_acknowledged(world: ActorWorld, start: object) -> None:

@@ -151,3 +151,28 @@ async def test_a_session_handed_off_is_not_restarted_before_the_watch_shows_the_
     assert sid not in node.actors  # not restarted: the node knows it handed the session off
     owner = msgspec.json.decode((await kv.get(OWN + sid)).value, type=Ownership)
     assert owner.node is None
+
+
+async def test_a_refused_session_is_handed_back_and_left_to_the_others(
+    node: Node, kv: KeyValue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose keys cannot open a session's credentials hands it back and does not claim
+    it again for REFUSAL_TTL, so a node that can open them takes it."""
+    await node.lease.register()
+    sid = "sealed-elsewhere"
+    await add_unowned(node, kv, sid)
+    revision = node.cluster.view.sessions[sid].revision
+    assert await node.ownership.claim(sid, revision)
+    claimed = node.cluster.view.sessions[sid].revision
+    node.ownership.refuse(sid, claimed, "credentials_unusable: sealed with another key")
+
+    async def handed_back() -> bool:
+        owner = msgspec.json.decode((await kv.get(OWN + sid)).value, type=Ownership)
+        return owner.node is None and owner.released == "credentials_unusable: sealed with another key"
+
+    await wait_until(handed_back, what="the refused session handed back")
+    await wait_until(lambda: sid not in node.actors, what="its actor gone")
+    monkeypatch.setattr(placement, "plan", lambda **_: placement.Plan(claim=(sid,)))
+    await node.ownership.place()
+    assert await handed_back()  # not claimed again: the others get their chance
+    assert sid not in node.actors

@@ -282,6 +282,7 @@ async def test_owner_lost_is_written_and_announced_once(settings, nc, db, stack)
         assert by_id["staying"] | {"last_heartbeat_age_s": 0, "started_at": ""} == {
             "node_id": "staying", "host": "test", "capacity": 500, "started_at": "", "sessions_owned": 1,
             "sessions_running": 1, "last_heartbeat_age_s": 0, "loop_lag_ms": 1.5, "lease_ok": True, "silent": False,
+            "unfit": None,
         }  # fmt: skip
         connected = (await http.get("/sessions", params={"state": "connected"})).json()["sessions"]
         assert len(connected) == len(lost) + 1

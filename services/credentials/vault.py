@@ -45,6 +45,7 @@ KEEP_VERSIONS = 3
 # Where `make run` keeps a generated key (local development only), under WA_DATA_DIR.
 DEV_KEY_FILE = "vault.keys"
 INLINE_LIMIT = 4 * 1024 * 1024
+KEY_SAMPLES = 3
 
 
 class VaultError(Exception):
@@ -190,6 +191,37 @@ class CredentialVault:
 
     async def fence(self, sid: str, token: str) -> None:
         await self._fences.apply({"_id": sid}, {"$max": {"owner_token": token}})
+
+    async def key_problems(self) -> list[str]:
+        """Keys that stored credentials are sealed with and this keyring cannot open (absent,
+        or the same id with other key bytes), one line each; empty when every key works.
+
+        Each key is tried on up to KEY_SAMPLES versions sealed with it: one damaged version
+        must not make a good key look wrong.
+        """
+        problems = []
+        # Not distinct("versions.key_id"): the dev server does not look into arrays there.
+        in_use = await self.collection.aggregate([{"$unwind": "$versions"}, {"$group": {"_id": "$versions.key_id"}}])
+        for key_id in sorted([row["_id"] async for row in in_use]):
+            if key_id not in self.keyring.keys:
+                problems.append(f"key {key_id!r} seals stored credentials but is not configured")
+                continue
+            samples = self.collection.find(
+                {"versions.key_id": key_id}, {"versions": {"$elemMatch": {"key_id": key_id}}}
+            ).limit(KEY_SAMPLES)
+            tried = 0
+            async for doc in samples:
+                meta = doc["versions"][0]
+                tried += 1
+                try:
+                    open_sealed(self.keyring, doc["_id"], meta, await self._ciphertext(meta))
+                    break
+                except BadVersion:
+                    continue
+            else:
+                if tried:
+                    problems.append(f"key {key_id!r} does not open credentials sealed with {key_id!r}: another key's bytes")
+        return problems
 
     async def exists(self, sid: str) -> bool:
         return await self.collection.count_documents({"_id": sid, "versions.0": {"$exists": True}}, limit=1) > 0

@@ -109,7 +109,8 @@ class HealthMonitor:
         stopped, so the view says no session is connected (and /healthz fails)."""
         while True:
             try:
-                await self._js.stream_info(self._leases_stream, timeout=PROBE_TIMEOUT)
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    await self._js.stream_info(self._leases_stream)
             except Exception as exc:
                 self._jetstream_error = f"{type(exc).__name__}: {exc}"[:300]
             else:

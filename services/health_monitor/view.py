@@ -37,6 +37,8 @@ class NodeHealth(msgspec.Struct, kw_only=True):
     # The node's own verdict on its lease (may it act as owner?), from its last heartbeat.
     lease_ok: bool | None
     silent: bool
+    # Why the node takes no sessions (its vault keys cannot open the stored credentials).
+    unfit: str | None = None
 
 
 class LastStatus(msgspec.Struct, kw_only=True):
@@ -139,6 +141,7 @@ class HealthView:
                     loop_lag_ms=heard.beat.loop_lag_ms if heard else None,
                     lease_ok=heard.beat.lease_ok if heard else None,
                     silent=self._is_silent(node_id, now),
+                    unfit=lease.unfit,
                 )
             )
         return rows

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 # A burst of store writes (key rotation, message sessions) becomes one snapshot.
 SNAPSHOT_DEBOUNCE = 2.0
 PAIR_CODE_TIMEOUT = 30.0
+CREDENTIALS_UNUSABLE = "credentials_unusable"
 
 
 @dataclass
@@ -79,6 +80,8 @@ class SessionActor:
         self.since: datetime = utcnow()
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()
+        # Why this node cannot run the session (its keys cannot open the credentials), if so.
+        self.unusable: str | None = None
         self.sender = SendExecutor(
             host.sending,
             sid=sid,
@@ -159,10 +162,12 @@ class SessionActor:
         try:
             self.restored = await host.vault.restore(self.sid)
         except VaultError as exc:
-            self.log.error("credentials unusable", error=str(exc))
-            await self._report(m.Report("stopped", reason=f"credentials_unusable: {exc}"))
-            self.machine.phase = "stopped"
-            return True
+            # Another node's keys may open them: the node hands the session back (`unusable`).
+            self.log.error("credentials unusable: handing the session back", error=str(exc))
+            self.unusable = f"{CREDENTIALS_UNUSABLE}: {exc}"
+            await self._report(m.Report("stopped", reason=self.unusable))
+            await self._finish(_Stop(graceful=False, reason=self.unusable))
+            return False
         if self.restored is not None:
             host.stores.write(self.sid, self.restored.store)
             if self.restored.skipped:

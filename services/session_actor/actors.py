@@ -15,7 +15,7 @@ MakeActor = Callable[[str, int], SessionActor]
 
 
 class ActorRegistry:
-    def __init__(self, make: MakeActor, on_finished: Callable[[], None]) -> None:
+    def __init__(self, make: MakeActor, on_finished: Callable[[SessionActor], None]) -> None:
         self._make = make
         self._on_finished = on_finished  # a session may need an actor again: place anew
         self._actors: dict[str, SessionActor] = {}
@@ -33,7 +33,7 @@ class ActorRegistry:
         finally:
             if self._actors.get(actor.sid) is actor:
                 del self._actors[actor.sid]
-            self._on_finished()
+            self._on_finished(actor)
 
     def get(self, sid: str) -> SessionActor | None:
         return self._actors.get(sid)

@@ -42,6 +42,7 @@ from services.common.cluster import OWN, ClusterView
 from services.common.registration import register
 from services.common.sessions import SessionStore, session_view
 from services.credentials.vault import CredentialVault
+from services.session_actor.actor import CREDENTIALS_UNUSABLE
 from services.session_actor.commands import MOVING
 from services.session_actor.send_queue import SendQueues
 
@@ -103,7 +104,15 @@ class SessionApi:
         return await self.get(sid)
 
     async def reconnect(self, sid: str) -> Ok[Session]:
-        await self._existing(sid)
+        doc = await self._existing(sid)
+        reason = doc.get("reason") or ""
+        if doc["state"] == "stopped" and reason.startswith(CREDENTIALS_UNUSABLE):
+            # Nobody runs it: every node that tried handed it back. Pairing again would lose
+            # a working link; the remedy is a node with the right keys.
+            raise unavailable(
+                f"session {sid!r} has credentials no node could open ({reason}); start a node with the "
+                "vault keys they were sealed with (WA_VAULT_KEYS) and it takes the session over"
+            )
         await self._forward(sid, "reconnect", b"{}")
         return await self.get(sid)
 

@@ -59,6 +59,7 @@ class LeaseKeeper:
         self.clock = LeaseClock(settings.lease_ttl, settings.lease_self_stop)
         self.node_id = node_id_for(settings.node_name)
         self.leaving = False  # announced in the lease: the others stop counting this node
+        self.unfit: str | None = None  # announced too: why this node takes no sessions
         self.loop_lag_ms = 0.0  # how late the last renewal round woke up
         self._revision = 0
         self._renewing = asyncio.Lock()
@@ -75,6 +76,7 @@ class LeaseKeeper:
                 capacity=self._settings.node_capacity,
                 started_at=utcnow(),
                 leaving=self.leaving,
+                unfit=self.unfit,
             )
         )
 

@@ -98,6 +98,17 @@ class Node:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         self.stores.prepare()
+        problems = await self._vault.key_problems()
+        if problems:
+            # Its claims would only stop sessions it cannot run: the node stays out of placement.
+            log.error(
+                "THIS NODE TAKES NO SESSIONS: its vault keys (WA_VAULT_KEYS) cannot open the stored "
+                "credentials; restart it with the right keys",
+                node=self.id,
+                problems=problems,
+            )
+            self.lease.unfit = "; ".join(problems)
+            self.ownership.stop_accepting()
         await self._clients.start(self.lease.may_act)
         if self._import_at_startup is not None:  # before the lease: an import may take a while
             await self._import_at_startup(self.id)
@@ -193,7 +204,9 @@ class Node:
     def _make_actor(self, sid: str, revision: int) -> SessionActor:
         return SessionActor(self._host, sid, revision, fence_token(self.cluster.epoch_ms, revision))
 
-    def _actor_finished(self) -> None:
+    def _actor_finished(self, actor: SessionActor) -> None:
+        if actor.unusable is not None:
+            self.ownership.refuse(actor.sid, actor.revision, actor.unusable)
         self.ownership.wake()
 
     def _still_owner(self, sid: str, revision: int) -> bool:

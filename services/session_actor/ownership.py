@@ -8,6 +8,8 @@
 - Placement rounds (placement.py decides) run when the bucket changes, when an actor ends,
   and every `rebalance_interval`. Sessions being claimed, started or released are busy: no
   round touches them meanwhile.
+- A session whose credentials this node cannot open is refused: handed back, and left to
+  the other nodes for REFUSAL_TTL.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 CLAIM_CONCURRENCY = 64
 RELEASE_CONCURRENCY = 64
+# A session this node could not run is left to the others for this long.
+REFUSAL_TTL = 60.0
 
 
 class Identity(Protocol):
@@ -56,7 +60,8 @@ class SessionOwnership:
         self._busy: set[str] = set()  # sessions being claimed, started or released
         self._wake = asyncio.Event()
         self._placing = asyncio.Lock()  # held by a placement round
-        self._handoffs = TaskSet()  # releases by rebalancing
+        self._handoffs = TaskSet()  # releases by rebalancing, and refused sessions handed back
+        self._refused: dict[str, float] = {}  # sid -> until when this node does not claim it
         self.accepting = True
 
     def wake(self) -> None:
@@ -110,20 +115,22 @@ class SessionOwnership:
             now=now,
             patience=self._settings.rebalance_interval * 2,
             pinned=self._actors.pairing(),
-            leaving=frozenset(node for node, lease in view.nodes.items() if lease.leaving),
+            leaving=frozenset(node for node, lease in view.nodes.items() if lease.leaving or lease.unfit),
         )
-        if decision.claim:
-            # The claim must be a compare-and-set against the entry the decision saw: the view
-            # moves on while claims wait their turn, and a later revision may name a live owner.
-            decided = {sid: view.sessions[sid].revision for sid in decision.claim}
+        refused = {sid for sid, until in self._refused.items() if until > now}
+        self._refused = {sid: self._refused[sid] for sid in refused}
+        # The claim must be a compare-and-set against the entry the decision saw: the view
+        # moves on while claims wait their turn, and a later revision may name a live owner.
+        decided = {sid: view.sessions[sid].revision for sid in decision.claim if sid not in refused}
+        if decided:
             limit = asyncio.Semaphore(CLAIM_CONCURRENCY)
 
             async def claim(sid: str) -> bool:
                 async with limit:
                     return await self.claim(sid, decided[sid])
 
-            won = await asyncio.gather(*(claim(sid) for sid in decision.claim))
-            log.info("claimed sessions", node=me, claimed=sum(won), tried=len(decision.claim), owned=len(self._actors))
+            won = await asyncio.gather(*(claim(sid) for sid in decided))
+            log.info("claimed sessions", node=me, claimed=sum(won), tried=len(decided), owned=len(self._actors))
         released = decision.release[: self._settings.rebalance_batch]
         if released:
             log.info("handing sessions off", node=me, sessions=list(released))
@@ -172,6 +179,21 @@ class SessionOwnership:
         """Announce that `sid` has no owner (a compare-and-set on our claim's revision)."""
         released = Ownership(released=reason)
         self._cluster.learn(sid, released, await self._kv.update(OWN + sid, encode(released), last=revision))
+
+    def refuse(self, sid: str, revision: int, reason: str) -> None:
+        """This node cannot run `sid` (its keys cannot open the credentials): hand it back, and
+        claim it again only after REFUSAL_TTL, so a node that can takes it meanwhile."""
+        self._refused[sid] = time.monotonic() + REFUSAL_TTL
+        self._busy.add(sid)  # no round restarts it before the hand-back has landed
+        self._handoffs.spawn(self._refused_back(sid, revision, reason))
+
+    async def _refused_back(self, sid: str, revision: int, reason: str) -> None:
+        try:
+            with contextlib.suppress(KeyWrongLastSequenceError, NotFoundError):
+                await self._hand_back(sid, reason, revision)
+        finally:
+            self._busy.discard(sid)
+        self.wake()
 
     def stop_accepting(self) -> None:
         """No more claims from now on; a claim landing meanwhile is handed back."""
