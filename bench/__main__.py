@@ -76,6 +76,14 @@ def chaos_run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_eve
     asyncio.run(bench_chaos.run(sessions, sends, nodes, kill_every))
 
 
+@app.command()
+def cluster(sessions: int = 20, sends: int = 4000, every: float = 10.0, down_for: float = 5.0) -> None:
+    """NATS servers of a 3-server cluster killed (disk wiped) while sessions send."""
+    from bench import cluster as bench_cluster
+
+    asyncio.run(bench_cluster.run(sessions, sends, every, down_for))
+
+
 @app.command(name="all")
 def run_all() -> None:
     """Every benchmark with its default parameters."""
@@ -86,6 +94,7 @@ def run_all() -> None:
     stops()
     vault()
     neonize_idle()
+    cluster()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ tests/test_chaos.py runs a small one in `make test`.
 from __future__ import annotations
 
 from bench.results import SERVICE_LOGS, Report, host_speed_ms
-from services.devstack.chaos import chaos
+from services.devstack.chaos import NodeKills, chaos
 from services.devstack.scenarios import fresh_system
 
 
@@ -18,7 +18,7 @@ async def run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_eve
     # Pacing off (10,000 sends at 10/min/session would take an hour); recipients read what
     # they get, so every send can reach a terminal state.
     async with fresh_system("chaos", SERVICE_LOGS, nodes=nodes, pacing_enabled=False, sim_read_after=0.2) as bench:
-        result = await chaos(bench, sessions, sends, names, kill_every, settle=300.0)
+        result = await chaos(bench, sessions, sends, NodeKills(bench.stack, names), kill_every, settle=300.0)
     report.add(**result.row(), host_speed_ms=host_speed_ms())
     for violation in result.violations[:50]:
         print("  VIOLATION", violation)

@@ -92,6 +92,21 @@ def any_infra(request: pytest.FixtureRequest) -> Infra:
     return request.getfixturevalue(f"{request.param}_infra")
 
 
+# Short leases keep failover tests quick; the invariant lease_self_stop +
+# sim_keepalive_timeout <= lease_ttl still holds.
+FAST_TIMINGS: dict[str, object] = {
+    "lease_ttl": 3,
+    "lease_renew_interval": 0.4,
+    "lease_self_stop": 1.5,
+    "sim_keepalive_interval": 0.4,
+    "sim_keepalive_timeout": 1.5,
+    "heartbeat_interval": 0.5,
+    "rebalance_interval": 0.3,
+    "backoff_base": 0.2,
+    "backoff_cap": 2.0,
+}
+
+
 def make_settings(infra: Infra, tmp_path: Path, **overrides: object) -> Settings:
     tag = uuid.uuid4().hex[:8]
     values: dict[str, object] = {
@@ -101,17 +116,7 @@ def make_settings(infra: Infra, tmp_path: Path, **overrides: object) -> Settings
         "sim_prefix": f"s{tag}",
         "mongo_db": f"t_{tag}",
         "data_dir": tmp_path / "data",
-        # Short leases keep failover tests quick; the invariant lease_self_stop +
-        # sim_keepalive_timeout <= lease_ttl still holds.
-        "lease_ttl": 3,
-        "lease_renew_interval": 0.4,
-        "lease_self_stop": 1.5,
-        "sim_keepalive_interval": 0.4,
-        "sim_keepalive_timeout": 1.5,
-        "heartbeat_interval": 0.5,
-        "rebalance_interval": 0.3,
-        "backoff_base": 0.2,
-        "backoff_cap": 2.0,
+        **FAST_TIMINGS,
         "vault_keys": TEST_VAULT_KEYS,
         # Pacing stays on (its path is exercised) but fast; pacing tests set their own.
         "pacing_per_minute": 6000.0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.common.bus import ensure_topology
-from services.devstack.chaos import chaos
+from services.devstack.chaos import NodeKills, chaos
 from services.devstack.probes import EventTap, call, wait_until
 from services.devstack.scenarios import RunningSystem
 from tests.conftest import make_settings
@@ -25,7 +25,8 @@ async def test_every_send_ends_once_in_order_and_never_twice_while_nodes_die(sta
         stack.start("session-actor", name)
     tap = await EventTap(nc, settings).start()
     await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), timeout=60, what="nodes")
-    result = await chaos(RunningSystem(settings, nc, stack, tap, tmp_path), sessions=12, sends=1200, nodes=nodes, kill_every=1.5)
+    system = RunningSystem(settings, nc, stack, tap, tmp_path)
+    result = await chaos(system, sessions=12, sends=1200, fault=NodeKills(stack, nodes), every=1.5)
     print(result.row())
     for violation in result.violations[:20]:
         print("VIOLATION", violation)

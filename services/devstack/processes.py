@@ -80,6 +80,7 @@ class Stack:
         self.settings = settings
         self.log_dir = log_dir
         self.procs: dict[str, Proc] = {}
+        self.health_port: int | None = None  # the health monitor's, once start_all ran
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, service: str, name: str | None = None, **overrides: Any) -> Proc:
@@ -102,7 +103,8 @@ class Stack:
     def start_all(self, nodes: int = 1) -> None:
         for service in SERVICE_MODULES:
             if service == "health-monitor":
-                self.start(service, health_port=free_port())  # stacks run side by side: a port each
+                self.health_port = free_port()  # stacks run side by side: a port each
+                self.start(service, health_port=self.health_port)
             elif service != NODE_SERVICE:
                 self.start(service)
         for i in range(nodes):

@@ -21,7 +21,7 @@ from services.common.connection import connect_nats
 from services.credentials.vault import new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import Stack
-from services.devstack.servers import free_port, start_mongo, start_nats
+from services.devstack.servers import NatsCluster, free_port, start_mongo, start_nats, start_nats_cluster
 
 
 @dataclass
@@ -33,18 +33,24 @@ class RunningSystem:
     stack: Stack
     tap: EventTap
     work_dir: Path
+    nats_cluster: NatsCluster | None = None  # when it runs on several NATS servers
 
 
 @asynccontextmanager
-async def fresh_system(name: str, log_dir: Path, nodes: int = 1, **overrides: Any) -> AsyncIterator[RunningSystem]:
+async def fresh_system(
+    name: str, log_dir: Path, nodes: int = 1, nats_servers: int = 1, **overrides: Any
+) -> AsyncIterator[RunningSystem]:
     """Embedded servers in a temp dir and every service, service logs under `log_dir/name`;
-    everything is torn down afterwards."""
+    everything is torn down afterwards. With `nats_servers` > 1, NATS is a loopback cluster
+    and every stream and bucket has min(3, nats_servers) replicas."""
     with tempfile.TemporaryDirectory(prefix=f"wa-bench-{name}-") as tmp:
         work = Path(tmp)
-        nats_server = start_nats(work / "nats", free_port())
+        cluster = start_nats_cluster(work / "nats", nats_servers) if nats_servers > 1 else None
+        nats_servers_run = cluster.members if cluster is not None else [start_nats(work / "nats", free_port())]
         mongo_server = start_mongo(work / "mongo", free_port())
         values: dict[str, Any] = {
-            "nats_url": nats_server.url,
+            "nats_url": ",".join(server.url for server in nats_servers_run),
+            "js_replicas": min(3, nats_servers),
             "mongo_url": mongo_server.url,
             "prefix": "bench",
             "sim_prefix": "benchsim",
@@ -61,12 +67,13 @@ async def fresh_system(name: str, log_dir: Path, nodes: int = 1, **overrides: An
         try:
             stack.start_all(nodes)
             await wait_until(lambda: call(nc, settings.subjects.session_list, {}, timeout=2), 60, what="services")
-            yield RunningSystem(settings, nc, stack, tap, work)
+            yield RunningSystem(settings, nc, stack, tap, work, cluster)
         finally:
             await tap.stop()
             stack.stop_all()
             await nc.close()  # the services are gone: nothing left to drain
-            nats_server.stop()
+            for server in nats_servers_run:
+                server.stop()
             mongo_server.stop()
 
 
