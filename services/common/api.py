@@ -18,7 +18,7 @@ from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.nats import NatsRouter
 from nats.aio.msg import Msg
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 from pymongo.errors import ConnectionFailure, NetworkTimeout
 
 from contracts.envelope import TEMPORARILY_UNAVAILABLE, ContractError, Err, Ok, decode
@@ -38,6 +38,7 @@ _NATS_AWAY = (
     nats.errors.ConnectionReconnectingError,
     nats.errors.OutboundBufferLimitError,
     ServiceUnavailableError,
+    NoStreamResponseError,  # a publish while the stream has no leader (elections, a server down)
 )
 _MONGO_AWAY = (ConnectionFailure, NetworkTimeout)
 

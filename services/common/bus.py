@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     KeyValueConfig,
@@ -14,7 +15,8 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from contracts.envelope import ContractError, Reply
 from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
@@ -23,6 +25,8 @@ from services.common.config import Settings
 
 T = TypeVar("T")
 DAY = 86400.0
+# How long a service waits at start for JetStream to be ready.
+TOPOLOGY_PATIENCE = 60.0
 # Per-session consumers: the server's default of 1,000 per stream is far too low.
 MAX_CONSUMERS = 1_000_000
 
@@ -97,8 +101,16 @@ def sends_config(settings: Settings) -> KeyValueConfig:
     )
 
 
+@retry(
+    retry=retry_if_exception_type((ServiceUnavailableError, NoRespondersError, TimeoutError)),
+    wait=wait_exponential(multiplier=0.2, max=2),
+    stop=stop_after_delay(TOPOLOGY_PATIENCE),
+    reraise=True,
+)
 async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     """Create or update every stream and bucket; safe to run from many processes at once.
+
+    Retried while JetStream is not ready yet (a NATS cluster electing its leader answers 503).
 
     The replica count (`js_replicas`) applies to existing ones too: a deployment that grows
     from one NATS server to a cluster gets its data replicated by the next start.
