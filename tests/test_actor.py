@@ -200,3 +200,29 @@ async def test_a_graceful_stop_flushes_credentials_reports_and_answers_waiting_c
         await waiting
     assert moving.value.code == MOVING
     assert not world.client.store_path.exists() and SID not in world.commands.handlers
+
+
+async def test_a_command_to_an_actor_that_is_stopping_is_answered_moving_at_once(
+    world: ActorWorld, start: object
+) -> None:
+    """Regression: a command that arrived during a graceful stop waited for the whole stop
+    (flush, disconnect, report); under load the caller's own timeout ran out first (a pair
+    request of the ownership tests, 30 s). It is answered at once: the caller asks the next
+    owner."""
+    r = start(state="connected", linked=True)  # type: ignore[operator]
+    await r.reached("connected")
+    closing, closed = asyncio.Event(), asyncio.Event()
+
+    async def slow_disconnect() -> None:
+        closing.set()
+        await closed.wait()
+
+    world.client.disconnect = slow_disconnect  # type: ignore[method-assign]
+    r.actor.stop("rebalancing to another node")
+    await asyncio.wait_for(closing.wait(), 5)
+    try:
+        with pytest.raises(ContractError) as moving:
+            await asyncio.wait_for(r.command("reconnect"), 0.5)
+        assert moving.value.code == MOVING
+    finally:
+        closed.set()

@@ -96,6 +96,7 @@ class SessionActor:
         self._snapshot_timer: asyncio.TimerHandle | None = None
         self._pair_code: asyncio.Future[str] | None = None
         self._unlisten: Unlisten | None = None
+        self._leaving = False  # a stop is requested: new commands are answered MOVING at once
         self._stopping = False
         self._commands: dict[str, Callable[[bytes], Awaitable[Any]]] = {
             "pair": self._cmd_pair,
@@ -108,13 +109,19 @@ class SessionActor:
     # -- lifecycle (called by the node) -------------------------------------------------
     def stop(self, reason: str) -> None:
         """Graceful stop: flush credentials, close, report; the node then releases ownership."""
+        self._leaving = True
         self._inbox.put_nowait(_Stop(graceful=True, reason=reason))
 
     def abort(self) -> None:
         """Stop at once without touching shared state: this node no longer owns the session."""
+        self._leaving = True
         self._inbox.put_nowait(_Stop(graceful=False, reason="ownership lost"))
 
     async def command(self, op: str, body: bytes) -> Any:
+        if self._leaving:
+            # Answered now, not once the stop is over (a graceful stop flushes credentials and
+            # closes the connection first): the caller asks the next owner meanwhile.
+            raise ContractError(MOVING, "session is moving to another node")
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inbox.put_nowait(Command(op, body, done))
         return await done
