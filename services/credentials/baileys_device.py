@@ -42,16 +42,20 @@ def linked_device(auth: AuthState) -> LinkedDevice:
             "creds.json holds no linked device (no `me` or `account`): it never finished pairing; "
             "link this number with a QR code instead"
         )
+    signed = _dict(creds, "signedPreKey")
     first_unuploaded = _int(creds, "firstUnuploadedPreKeyId", default=0)
+    pre_keys = sorted(
+        ((_key_id(key_id, "pre-key"), pair) for key_id, pair in auth.keys["pre-key"].items()), key=lambda item: item[0]
+    )
     return LinkedDevice(
         jid=_str(me, "me.id"),
         lid=_str(me, "me.lid") if me.get("lid") else None,
         registration_id=_int(creds, "registrationId"),
         noise=_pair(creds.get("noiseKey"), "noiseKey"),
         identity=_pair(creds.get("signedIdentityKey"), "signedIdentityKey"),
-        signed_pre_key=_pair(_dict(creds, "signedPreKey").get("keyPair"), "signedPreKey.keyPair"),
-        signed_pre_key_id=_int(creds["signedPreKey"], "keyId", "signedPreKey.keyId"),
-        signed_pre_key_signature=_bytes(creds["signedPreKey"].get("signature"), "signedPreKey.signature"),
+        signed_pre_key=_pair(signed.get("keyPair"), "signedPreKey.keyPair"),
+        signed_pre_key_id=_int(signed, "keyId", "signedPreKey.keyId"),
+        signed_pre_key_signature=_bytes(signed.get("signature"), "signedPreKey.signature"),
         adv_secret=_bytes(creds.get("advSecretKey"), "advSecretKey"),
         adv_details=_bytes(account.get("details"), "account.details"),
         account_signature_key=_bytes(account.get("accountSignatureKey"), "account.accountSignatureKey"),
@@ -60,8 +64,7 @@ def linked_device(auth: AuthState) -> LinkedDevice:
         platform=str(creds.get("platform") or ""),
         push_name=str(me.get("name") or ""),
         pre_keys=tuple(
-            PreKey(_key_id(key_id, "pre-key"), _pair(pair, f"pre-key-{key_id}"), int(key_id) < first_unuploaded)
-            for key_id, pair in sorted(auth.keys["pre-key"].items(), key=lambda item: _key_id(item[0], "pre-key"))
+            PreKey(key_id, _pair(pair, f"pre-key-{key_id}"), key_id < first_unuploaded) for key_id, pair in pre_keys
         ),
         app_state_keys=tuple(_app_state_key(key_id, key) for key_id, key in sorted(auth.keys["app-state-sync-key"].items())),
         identities=tuple(_identity(address, key) for address, key in sorted(auth.keys["identity-key"].items())),

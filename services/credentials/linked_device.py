@@ -81,7 +81,8 @@ class LinkedDevice:
 
 def check(device: LinkedDevice) -> None:
     """Raise Unusable, saying what is wrong, unless the device would log in as itself."""
-    if not DEVICE_JID.fullmatch(device.jid):
+    jid = DEVICE_JID.fullmatch(device.jid)
+    if jid is None or int(jid["device"]) == 0:  # device 0 is the phone itself
         raise Unusable(f"the JID {device.jid!r} is not a linked device's (<phone>:<device>@s.whatsapp.net)")
     if device.lid is not None and not LID.fullmatch(device.lid):
         raise Unusable(f"the LID {device.lid!r} does not parse (<lid>:<device>@lid)")
@@ -98,7 +99,11 @@ def check(device: LinkedDevice) -> None:
     if len(device.adv_secret) != signal_keys.KEY_SIZE:
         raise Unusable(f"the ADV secret key is {len(device.adv_secret)} bytes, not 32")
     _check_device_identity(device)
+    seen: set[int] = set()
     for pre_key in device.pre_keys:
+        if pre_key.key_id in seen:
+            raise Unusable(f"pre-key id {pre_key.key_id} appears twice")
+        seen.add(pre_key.key_id)
         if not 0 <= pre_key.key_id < MAX_KEY_ID:
             raise Unusable(f"pre-key id {pre_key.key_id} is out of range (24 bits)")
         _check_pair(f"pre-key {pre_key.key_id}", pre_key.pair)
