@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from services.credentials import signal_keys
-from services.credentials.linked_device import DEVICE_JID, LID, LinkedDevice
+from services.credentials.linked_device import DEVICE_JID, LID, LinkedDevice, Unusable
 
 SCHEMA = Path(__file__).with_name("whatsmeow_schema.sql")
 SCHEMA_VERSION = 15
@@ -29,7 +29,10 @@ LID_DOMAIN = 1
 
 
 def build_store(device: LinkedDevice) -> bytes:
-    """The bytes of a whatsmeow store holding `device` (checked by `linked_device.check`)."""
+    """The bytes of a whatsmeow store holding `device` (checked by `linked_device.check`).
+
+    Raises Unusable when whatsmeow's constraints refuse a row.
+    """
     with tempfile.TemporaryDirectory(prefix="wa-store-") as tmp:
         path = Path(tmp) / "store.db"
         db = sqlite3.connect(path)
@@ -39,6 +42,8 @@ def build_store(device: LinkedDevice) -> bytes:
             with db:
                 db.execute("INSERT INTO whatsmeow_version VALUES (?, ?)", (SCHEMA_VERSION, SCHEMA_COMPAT))
                 _insert(db, device)
+        except sqlite3.IntegrityError as exc:  # e.g. one app-state key id written twice
+            raise Unusable(f"the keys do not fit whatsmeow's store: {exc}") from None
         finally:
             db.close()
         return path.read_bytes()
