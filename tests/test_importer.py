@@ -1,10 +1,11 @@
-"""Importing existing credential stores as sessions (`wactl import`, WA_IMPORT_DIR), against
-real MongoDB-wire and NATS servers."""
+"""Importing existing credential stores and Baileys auth folders as sessions (`wactl import`,
+`wactl import baileys`, WA_IMPORT_DIR), against real MongoDB-wire and NATS servers."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -31,6 +32,7 @@ from services.devstack.neonize_stores import forge_linked_store
 from services.devstack.probes import EventTap, wait_until
 from services.devstack.processes import REPO_ROOT, settings_env
 from services.session_actor.adapters.sim import SimStore
+from tests.baileys_folders import write_folder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -395,3 +397,107 @@ async def test_an_import_left_unfinished_is_resumed_once_its_claim_is_stale(sett
     restored = await registry.vault.restore("erin")
     assert restored is not None and restored.store == store and len(await registry.vault.versions("erin")) == 1
     assert (await registry.ledger.find_one({"_id": "erin"}))["by"] == "node-b"
+
+
+# ------------------------------------------------------------------------ Baileys folders
+
+
+async def test_wactl_imports_baileys_folders_and_stores_nothing_of_a_refused_one(settings, nc, db, tmp_path) -> None:
+    root = tmp_path / "auth"
+    alice = write_folder(root / "alice", sessions=2)
+    waha = write_folder(root / waha_name(), "15550002222:3@s.whatsapp.net")
+    # Evolution API v2: key files in instances/<id>/, creds in its Session table.
+    evolution = root / "4b1f0a9c-2d3e-4f50-8a6b-7c8d9e0f1a2b"
+    write_folder(evolution, "15550003333:4@s.whatsapp.net")
+    sessions_export = tmp_path / "sessions.json"
+    creds_text = (evolution / "creds.json").read_text()
+    sessions_export.write_text(json.dumps([{"sessionId": evolution.name, "creds": json.dumps(creds_text)}]))
+    (evolution / "creds.json").unlink()
+    forged = root / "forged"
+    write_folder(forged)
+    creds = json.loads((forged / "creds.json").read_text())
+    creds["account"]["deviceSignature"] = creds["account"]["accountSignature"]
+    (forged / "creds.json").write_text(json.dumps(creds))
+    truncated = root / "truncated"
+    write_folder(truncated)
+    (truncated / "creds.json").write_text(creds_text[:100])
+    empty = root / "empty"
+    empty.mkdir()
+    registry = await with_kv(registry_for(settings, nc, db, "whatsmeow_device"), settings, nc)
+
+    async def wactl_import(*folders: Path) -> tuple[int, dict[str, str], str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.wactl", "import", "baileys", *map(str, folders),
+            "--evolution-sessions", str(sessions_export),
+            cwd=REPO_ROOT, env=settings_env(settings),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        lines = {Path(line.split(": ", 2)[1].split(" -> ")[0]).name: line for line in out.decode().splitlines()}
+        assert "Traceback" not in err.decode()
+        return proc.returncode or 0, lines, err.decode().strip()
+
+    code, lines, summary = await wactl_import(root / "alice", root / waha_name(), evolution, forged, truncated, empty)
+    assert (code, summary) == (1, "3 of 6 folder(s) imported")
+    assert lines["alice"].startswith(f"imported: {root / 'alice'} -> session alice (credential version 1, ")
+    assert lines["alice"].endswith(
+        f"; from Baileys: {alice.jid}, 4 pre-keys, 1 app-state keys, 1 contact identities; "
+        "left out (whatsmeow re-establishes them): 2 Signal sessions)"
+    )
+    assert "-> session sales (" in lines[waha_name()]
+    assert f"-> session {evolution.name} (" in lines[evolution.name]
+    assert lines["forged"] == (
+        f"skipped: {forged}: not a usable Baileys auth folder: the device signature does not verify under the identity key"
+    )
+    assert "not a usable Baileys auth folder: creds.json is not valid JSON (" in lines["truncated"]
+    assert "not a usable Baileys auth folder: no creds.json in " in lines["empty"]
+
+    for sid, jid in (("alice", alice.jid), ("sales", waha.jid), (evolution.name, "15550003333:4@s.whatsapp.net")):
+        doc = await registry.sessions.get(sid)
+        assert doc is not None and doc["state"] == "created"
+        assert await owner_entry(registry, sid) == Ownership()
+        restored = await registry.vault.restore(sid)  # sealed, version 1, a sound linked store
+        assert restored is not None and restored.version == 1
+        assert device_jid(restored.store) == jid
+    for sid in ("forged", "truncated", "empty"):  # nothing of a refused folder is stored
+        assert await registry.sessions.get(sid) is None
+        assert not await registry.vault.exists(sid)
+        assert await registry.ledger.find_one({"_id": sid}) is None
+
+    # A folder already imported is not imported twice.
+    code, lines, summary = await wactl_import(root / "alice")
+    assert (code, summary) == (1, "0 of 1 folder(s) imported")
+    assert "session 'alice' already exists" in lines["alice"]
+    assert [v["version"] for v in await registry.vault.versions("alice")] == [1]
+
+
+def waha_name() -> str:
+    return f"sales-{hashlib.md5(b'sales').hexdigest()}"
+
+
+def device_jid(store: bytes) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".db") as tmp:
+        Path(tmp.name).write_bytes(store)
+        db = sqlite3.connect(tmp.name)
+        try:
+            return db.execute("SELECT jid FROM whatsmeow_device").fetchone()[0]
+        finally:
+            db.close()
+
+
+async def test_startup_import_takes_baileys_folders_beside_stores_once(settings, nc, db, tmp_path) -> None:
+    folder = tmp_path / "import"
+    write_folder(folder / "bob")
+    (folder / "carol.db").write_bytes(whatsmeow_store("15550004444:2@s.whatsapp.net"))
+    write_folder(folder / "dave")  # two sources of one session: neither is guessed
+    (folder / "dave.db").write_bytes(whatsmeow_store("15550005555:2@s.whatsapp.net"))
+    (folder / "notes").mkdir()  # a folder without creds.json is not a Baileys folder
+    registry = await with_kv(registry_for(settings, nc, db, "whatsmeow_device"), settings, nc)
+
+    outcomes = {o.source.name: o for o in await importer.import_at_startup(folder, registry)}
+    assert sorted(outcomes) == ["bob", "carol.db", "dave", "dave.db"]
+    assert outcomes["bob"].imported and outcomes["carol.db"].imported
+    assert "dave.db, dave all give session id 'dave'" in outcomes["dave"].detail
+    assert await registry.vault.exists("bob") and not await registry.vault.exists("dave")
+    again = await importer.import_at_startup(folder, registry)
+    assert [o.known for o in again if o.session_id in ("bob", "carol")] == [True, True]

@@ -1,12 +1,15 @@
-"""Migration: existing WhatsApp credential stores (neonize/whatsmeow or simulator SQLite files)
-become sessions. Used by `wactl import PATH` and, when WA_IMPORT_DIR is set, by every
-session-actor node at startup (`import_at_startup`).
+"""Migration: existing WhatsApp credential stores (neonize/whatsmeow or simulator SQLite files,
+and Baileys auth folders) become sessions. Used by `wactl import PATH`, `wactl import
+baileys DIR...` and, when WA_IMPORT_DIR is set, by every session-actor node at startup
+(`import_at_startup`, which takes both kinds).
 
-One store file gives one session:
+One store file, or one Baileys folder, gives one session:
 
-1. its id comes from the file name (`session_id_for`); a name that cannot be made a valid
-   id is refused, and so are several files that give the same id;
-2. the file is copied safely (`copy_stores`, below) and checked like a restored version
+1. its id comes from the file or folder name (`session_id_for`); a name that cannot be
+   made a valid id is refused, and so are several sources that give the same id;
+2. a store file is copied safely (`copy_stores`, below); a Baileys folder is read, its
+   keys and signatures checked and a whatsmeow store built from them
+   (`baileys_import.store_from_folder`); either is then checked like a restored version
    (`vault.check_store`: a sound SQLite file holding a device row);
 3. the copy becomes credential version 1 (`CredentialVault.save` under IMPORT_TOKEN, which
    sorts before every owner's fencing token: the first real owner fences above it). The
@@ -21,7 +24,9 @@ with Python's sqlite3: read-only, in one read transaction over every page (`seri
 waiting up to BUSY_TIMEOUT for a writer's commit. A separate process takes part in SQLite's
 ordinary cross-process locking with any writer, the Go library of the importing process
 included, and the importing process never opens a store with any SQLite: the trap is two
-SQLite copies in one process, whose POSIX locks cancel each other. A store whose writer died
+SQLite copies in one process, whose POSIX locks cancel each other. (The importing process
+does use Python's sqlite3 on private temporary files no Go client opens: the checks, and
+the stores built from Baileys folders.) A store whose writer died
 mid-transaction (a hot journal) cannot be opened read-only; that file and its journal are
 copied to a private directory where SQLite rolls the transaction back. The source files
 are never written.
@@ -65,7 +70,8 @@ from services.common import registration
 from services.common.bus import EventPublisher, encode, new_id
 from services.common.cluster import OWN
 from services.common.sessions import SessionStore
-from services.credentials import store_copy
+from services.credentials import baileys_auth, baileys_import, store_copy
+from services.credentials.linked_device import Unusable
 from services.credentials.vault import BadVersion, CredentialVault, check_store
 
 log = structlog.get_logger(__name__)
@@ -121,24 +127,30 @@ class Registry:
 # ------------------------------------------------------------------------ stores on disk
 
 
+def source_name(path: Path) -> str:
+    """What names a source's session: a store file's name without the suffix, a Baileys
+    folder's name (`baileys_auth.folder_name`)."""
+    return baileys_auth.folder_name(path) if path.is_dir() else path.stem
+
+
 def session_id_for(path: Path) -> str:
-    """The session id a store file gives: its name without the suffix, made a valid id.
+    """The session id a store file or Baileys folder gives: `source_name`, made a valid id.
 
     Accents are dropped (josé -> jose) and every run of other characters becomes one `-`.
     Refused when nothing usable is left, or the id would be longer than 64 characters
     (cutting it could merge two numbers into one session).
     """
-    plain = unicodedata.normalize("NFKD", path.stem).encode("ascii", "ignore").decode()
+    plain = unicodedata.normalize("NFKD", source_name(path)).encode("ascii", "ignore").decode()
     sid = re.sub(r"[^A-Za-z0-9_-]+", "-", plain).strip("-")
     if not sid:
         raise Refused(
             f"cannot derive a session id from the name {path.name!r} (no letters, digits, _ or - in it); "
-            "rename the file"
+            "rename it"
         )
     if not _SID.match(sid):
         raise Refused(
             f"the name {path.name!r} gives a {len(sid)}-character session id, at most 64 are allowed; "
-            "rename the file"
+            "rename it"
         )
     return sid
 
@@ -187,6 +199,29 @@ async def copy_stores(paths: list[Path]) -> list[StoreCopy]:
             else:
                 copies.append(StoreCopy((Path(tmp) / str(index)).read_bytes(), note=entry["note"]))
         return copies
+
+
+async def read_sources(paths: list[Path], evolution_creds: dict[str, dict[str, Any]]) -> list[StoreCopy]:
+    """The store each source gives: a store file copied, a Baileys folder converted.
+
+    `evolution_creds`: creds by folder name, for Evolution API v2 folders without creds.json.
+    """
+    files = [i for i, path in enumerate(paths) if not path.is_dir()]
+    stores = dict(zip(files, await copy_stores([paths[i] for i in files]), strict=True))
+    for index, path in enumerate(paths):
+        if index in stores:
+            continue
+        try:  # reading, signature checks and building: off the event loop
+            store, note = await asyncio.to_thread(
+                baileys_import.store_from_folder, path, evolution_creds.get(path.name)
+            )
+        except Unusable as exc:
+            stores[index] = StoreCopy(None, f"not a usable Baileys auth folder: {exc}")
+        except OSError as exc:
+            stores[index] = StoreCopy(None, f"cannot read: {exc}")
+        else:
+            stores[index] = StoreCopy(store, note=note)
+    return [stores[i] for i in range(len(paths))]
 
 
 # -------------------------------------------------------------------------- registering
@@ -310,10 +345,13 @@ async def import_stores(
     label_from_filename: bool = False,
     startup: bool = False,
     report: Callable[[Outcome], None] | None = None,
+    evolution_creds: dict[str, dict[str, Any]] | None = None,
 ) -> list[Outcome]:
-    """Import each store; one Outcome per path, in order. A failing store never stops the rest.
+    """Import each source (a store file, or a folder: a Baileys auth folder); one Outcome per
+    path, in order. A failing source never stops the rest.
 
     `startup`: ids the ledger knows are skipped without reading their files.
+    `evolution_creds`: see `read_sources`.
     """
     paths = list(paths)
     outcomes: dict[int, Outcome] = {}
@@ -351,7 +389,8 @@ async def import_stores(
     pending = sorted(sids)
     for start in range(0, len(pending), BATCH):
         batch = pending[start : start + BATCH]
-        for index, copy in zip(batch, await copy_stores([paths[i] for i in batch]), strict=True):
+        copies = await read_sources([paths[i] for i in batch], evolution_creds or {})
+        for index, copy in zip(batch, copies, strict=True):
             path, sid = paths[index], sids[index]
             try:
                 if copy.data is None:
@@ -360,7 +399,7 @@ async def import_stores(
                     check_store(copy.data, registry.vault.device_table)
                 except BadVersion as exc:
                     raise Refused(f"not a usable store: {exc}") from None
-                label = path.stem[:MAX_LABEL] if label_from_filename else ""
+                label = source_name(path)[:MAX_LABEL] if label_from_filename else ""
                 detail = await _import_one(registry, path, sid, copy.data, label, again=not startup)
             except _Known as exc:
                 done(index, Outcome(path, sid, False, str(exc), known=True))
@@ -372,13 +411,14 @@ async def import_stores(
 
 
 async def import_at_startup(directory: Path, registry: Registry) -> list[Outcome]:
-    """The node's startup import of WA_IMPORT_DIR; logs, never raises (the node must start)."""
+    """The node's startup import of WA_IMPORT_DIR (store files and Baileys auth folders in it);
+    logs, never raises (the node must start)."""
     try:
-        stores = find_stores(directory) if directory.is_dir() else None  # noqa: ASYNC240 - one stat
-        if stores is None:
+        if not directory.is_dir():  # noqa: ASYNC240 - one stat
             log.warning("WA_IMPORT_DIR is not a folder; nothing imported", path=str(directory))
             return []
-        outcomes = await import_stores(registry, stores, startup=True)
+        sources = find_stores(directory) + baileys_import.find_folders(directory)
+        outcomes = await import_stores(registry, sources, startup=True)
     except Exception:
         log.exception("startup import failed; it is retried at the next start", path=str(directory))
         return []

@@ -38,7 +38,7 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(credentials.app, name="creds")
 app.command()(send.send)
 app.command()(events.events)
-app.command("import")(credentials.import_stores)
+app.add_typer(credentials.import_app, name="import")
 
 
 @app.callback()
