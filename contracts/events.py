@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 
 from contracts.envelope import ErrorBody
+from contracts.messages import Contact, Edit, Location, MediaInfo, MessageType, Poll, Quoted, Reaction, Revoke
 from contracts.types import OutboundState, SessionState
 
 
@@ -36,9 +37,20 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     chat: str
     sender: str
     from_me: bool
-    type: str
+    type: MessageType
     timestamp: datetime
+    # The text, or the caption of a file.
     text: str | None = None
+    # Additions to v1, each where its kind applies (see contracts/messages.py).
+    media: MediaInfo | None = None
+    quoted: Quoted | None = None
+    mentions: list[str] = []
+    reaction: Reaction | None = None
+    edit: Edit | None = None
+    revoke: Revoke | None = None
+    location: Location | None = None
+    contact: Contact | None = None
+    poll: Poll | None = None
 
 
 class OutboundEvent(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import msgspec
 
+from contracts.messages import Contact, Edit, Location, Reaction, Revoke
 from contracts.sending import Media
 from contracts.types import SessionState
 
@@ -67,6 +68,14 @@ class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
     # max payload). Actors older than this field would send only the caption: roll actors
     # out before the outbound-queue.
     media: Media | None = None
+    # The other bodies of a send, and the message a text or file quotes (as accepted).
+    # Actors older than these would send an empty text instead: the same rollout order.
+    reply_to: str | None = None
+    reaction: Reaction | None = None
+    edit: Edit | None = None
+    revoke: Revoke | None = None
+    location: Location | None = None
+    contact: Contact | None = None
     # The send journal's revision of its `accepted` record when queued: the actor's claim
     # tries it first and saves a read (a moved record is simply read).
     journal_revision: int | None = None

@@ -176,7 +176,7 @@ async def test_an_inbound_message_becomes_an_event_and_is_acknowledged(world: Ac
         acked.set()
 
     at = datetime(2026, 12, 6, tzinfo=UTC)
-    r.actor.emit(InboundMessage("m1", "15550002222@s.whatsapp.net", "15550002222@s.whatsapp.net", False, "text", at, "hi", ack))
+    r.actor.emit(InboundMessage("m1", "15550002222@s.whatsapp.net", "15550002222@s.whatsapp.net", False, "text", at, "hi", ack=ack))
     await asyncio.wait_for(acked.wait(), 5)
     message = next(e for e in world.events.events if type(e).__name__ == "MessageEvent")
     assert (message.event_id, message.text, message.timestamp) == (f"{SID}:msg:m1", "hi", at)

@@ -15,6 +15,7 @@ from contracts.types import utcnow
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
 from services.session_actor.adapters.base import Receipt, SendError
+from services.session_actor.authors import RecentAuthors
 from services.session_actor.outbound import SendExecutor
 from tests.fakes import (
     FakeClient,
@@ -37,6 +38,7 @@ class Rig:
         self.connected = asyncio.Event()
         self.connected.set()
         self.lease_valid = True
+        self.authors = RecentAuthors()
         self.executor = SendExecutor(
             self.kit,
             sid=SID,
@@ -45,6 +47,7 @@ class Rig:
             client=lambda: self.client,
             connected=self.connected,
             may_act=lambda: self.lease_valid,
+            authors=self.authors,
         )
 
     async def accept(self, send_id: str, **fields: object) -> None:

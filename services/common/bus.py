@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any, TypeVar
 
@@ -10,6 +11,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
     KeyValueConfig,
+    ObjectInfo,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -92,6 +95,22 @@ def sends_config(settings: Settings) -> KeyValueConfig:
     )
 
 
+def object_sha256(info: ObjectInfo) -> str:
+    """The SHA-256 (hex) of an object in an object store, from its info: the store hashes
+    what it keeps (`SHA-256=<base64url>`), so nothing needs hashing twice."""
+    digest = (info.digest or "").removeprefix("SHA-256=")
+    return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+
+
+def media_config(settings: Settings) -> ObjectStoreConfig:
+    return ObjectStoreConfig(
+        bucket=settings.subjects.media_bucket,
+        description="Inbound files, an object per media_id (contract v1 addition)",
+        ttl=settings.media_retention_days * DAY,
+        storage=StorageType.FILE,
+    )
+
+
 async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
     """Create or update every stream and bucket; safe to run from many processes at once."""
     for config in stream_configs(settings):
@@ -107,6 +126,14 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
                 await js.create_key_value(bucket)
             except BadRequestError:
                 pass  # created concurrently by another process
+    media = media_config(settings)
+    try:
+        await js.object_store(media.bucket)
+    except (NotFoundError, BucketNotFoundError):
+        try:
+            await js.create_object_store(media.bucket, media)
+        except BadRequestError:
+            pass  # created concurrently by another process
 
 
 class EventPublisher:
