@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import msgspec
@@ -110,7 +109,7 @@ def check_body(req: SendText) -> None:
 
 def _check_location(place: Location) -> None:
     for name, value, bound in (("lat", place.lat, 90), ("lon", place.lon, 180)):
-        if not math.isfinite(value) or abs(value) > bound:
+        if abs(value) > bound:
             raise invalid(f"location.{name}: expected degrees between -{bound} and {bound}, got {value!r}")
     for name, text in (("name", place.name), ("address", place.address)):
         if text is not None and not 0 < len(text) <= MAX_PLACE_TEXT:
