@@ -54,6 +54,14 @@ def vault(saves: int = 200, sessions: int = 20) -> None:
 
 
 @app.command()
+def media(sessions: int = 2, small: int = 200, large: int = 20) -> None:
+    """Inbound media into the media bucket (100 KB and 5 MB images) next to raw object-store puts."""
+    from bench import media as bench_media
+
+    asyncio.run(bench_media.run(sessions, small, large))
+
+
+@app.command()
 def pacing(sessions: int = 4, sends: int = 25) -> None:
     """Default pacing at WhatsApp: never faster than the bucket, gaps with the configured jitter."""
     from bench import pacing as bench_pacing
@@ -80,6 +88,7 @@ def chaos_run(sessions: int = 200, sends: int = 10_000, nodes: int = 3, kill_eve
 def run_all() -> None:
     """Every benchmark with its default parameters."""
     send()
+    media()
     pacing()
     failover()
     devdb()
