@@ -11,7 +11,7 @@ from datetime import datetime
 import msgspec
 
 from contracts.envelope import ErrorBody
-from contracts.messages import Contact, Edit, Location, MediaInfo, MessageType, Poll, Quoted, Reaction, Revoke
+from contracts.messages import MediaInfo, MessageParts, MessageType
 from contracts.types import OutboundState, SessionState
 
 
@@ -29,7 +29,10 @@ class StatusEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     token: str | None = None
 
 
-class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+class MessageEvent(MessageParts, omit_defaults=True):
+    """An inbound message; besides these, the parts its kind carries (contracts/messages.py:
+    quoted, mentions, reaction, edit, revoke, location, contact, poll)."""
+
     event_id: str
     session_id: str
     at: datetime
@@ -41,16 +44,9 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     timestamp: datetime
     # The text, or the caption of a file.
     text: str | None = None
-    # Additions to v1, each where its kind applies (see contracts/messages.py).
+    # An addition to v1, like the parts: the file of an image, video, audio, voice note,
+    # document or sticker.
     media: MediaInfo | None = None
-    quoted: Quoted | None = None
-    mentions: list[str] = []
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
-    poll: Poll | None = None
 
 
 class OutboundEvent(msgspec.Struct, omit_defaults=True, kw_only=True):

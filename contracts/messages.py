@@ -8,7 +8,7 @@ held to WhatsApp's limits where they are accepted (`check_body` in contracts/sen
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -82,6 +82,36 @@ class Contact(msgspec.Struct):
 class Poll(msgspec.Struct):
     name: str
     options: list[str]
+
+
+class SendableParts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What a message can be besides a text or a file, as sends and events carry it: at
+    most one of these, each a message of its own kind."""
+
+    reaction: Reaction | None = None
+    edit: Edit | None = None
+    revoke: Revoke | None = None
+    location: Location | None = None
+    contact: Contact | None = None
+
+    @property
+    def target_id(self) -> str | None:
+        """The message a reaction, an edit or a revoke points at."""
+        return next((part.target_id for part in (self.reaction, self.edit, self.revoke) if part is not None), None)
+
+
+class MessageParts(SendableParts, kw_only=True, omit_defaults=True):
+    """All an inbound message may carry besides its text and its file."""
+
+    quoted: Quoted | None = None
+    mentions: list[str] = []
+    poll: Poll | None = None
+
+
+def parts(message: Any, kind: type[SendableParts] = SendableParts) -> dict[str, Any]:
+    """The parts of `message` (of any struct or object that has them), as keyword arguments
+    for another struct that has them."""
+    return {name: getattr(message, name) for name in kind.__struct_fields__}
 
 
 class MediaInfo(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from contracts.envelope import invalid
-from contracts.messages import Contact, Edit, Location, Reaction, Revoke
+from contracts.messages import Location, SendableParts
 from contracts.types import (
     MAX_MESSAGE_ID,
     MAX_TEXT,
@@ -57,7 +57,10 @@ def bodies(send: Any) -> list[str]:
     return ["text", *found] if send.text is not None and send.media is None else found
 
 
-class SendText(msgspec.Struct, omit_defaults=True):
+class SendText(SendableParts, omit_defaults=True):
+    """A send: a text, a file (`media`, `text` its caption) or one of the parts (reaction,
+    edit, revoke, location, contact: additions to v1)."""
+
     id: SendId
     to: Recipient
     # Required without another body; with `media`, the caption (optional).
@@ -65,13 +68,8 @@ class SendText(msgspec.Struct, omit_defaults=True):
     send_at: Time | None = None
     expires_at: Time | None = None
     media: Media | None = None
-    # Additions to v1: a message to quote (with a text or a file), and the other bodies.
+    # An addition to v1: the message a text or a file quotes.
     reply_to: MessageId | None = None
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
 
     def __post_init__(self) -> None:
         found = bodies(self)

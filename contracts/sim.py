@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.messages import Contact, Edit, Location, MessageType, Poll, Quoted, Reaction, Revoke
+from contracts.messages import MessageParts, MessageType, Poll, SendableParts
 from contracts.types import (
     Base64,
     Filename,
@@ -83,9 +83,9 @@ class PairPhoneReply(msgspec.Struct):
     code: str
 
 
-class SendRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """A message without a file: exactly one of text, reaction, edit, revoke, location,
-    contact (the simulator checks)."""
+class SendRequest(SendableParts, kw_only=True, omit_defaults=True):
+    """A message without a file: a text or one of the parts (the simulator checks it is
+    exactly one)."""
 
     conn_id: ConnId
     to: Recipient
@@ -93,11 +93,6 @@ class SendRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     ref: SendId
     text: Text | None = None
     reply_to: MessageId | None = None
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
 
 
 class SendMediaRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -239,7 +234,7 @@ class SimMedia(msgspec.Struct, omit_defaults=True, kw_only=True):
     height: int | None = None
 
 
-class MessageFrame(Frame, tag="message", kw_only=True):
+class MessageFrame(Frame, MessageParts, tag="message"):
     message_id: str
     chat: str
     sender: str
@@ -247,14 +242,6 @@ class MessageFrame(Frame, tag="message", kw_only=True):
     type: str = "text"
     text: str | None = None
     media: SimMedia | None = None
-    quoted: Quoted | None = None
-    mentions: list[str] = []
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
-    poll: Poll | None = None
 
 
 class ReceiptFrame(Frame, tag="receipt"):
@@ -306,7 +293,7 @@ class InboundFile(msgspec.Struct, omit_defaults=True, kw_only=True):
             raise ValueError("give exactly one of base64 or object")
 
 
-class InboundRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
+class InboundRequest(SendableParts, omit_defaults=True):
     """A contact sends a message: a text (with `quoted_id` a reply, with `group` in a group),
     a file (`type` says which kind, `text` is its caption), or one of reaction, edit,
     revoke, location, contact, poll. `type` defaults to what the body is."""
@@ -318,11 +305,6 @@ class InboundRequest(msgspec.Struct, omit_defaults=True, kw_only=True):
     quoted_id: MessageId | None = None
     group: Group | None = None
     mentions: Annotated[list[Recipient], msgspec.Meta(max_length=1000)] = []
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
     poll: Poll | None = None
 
 

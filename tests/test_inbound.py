@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from contracts.events import MessageEvent
-from contracts.messages import MESSAGE_HEADER, SESSION_HEADER, Reaction
+from contracts.messages import MESSAGE_HEADER, SESSION_HEADER, MessageParts, Reaction
 from services.common.config import Settings
 from services.devstack.probes import wait_until
 from services.session_actor.adapters.base import InboundMedia, InboundMessage, MediaFetchError
@@ -214,7 +214,7 @@ async def test_a_message_delivered_again_finds_its_file_stored(rig: Callable[...
 async def test_publishing_is_retried_and_a_node_that_may_not_act_acks_nothing(rig: Callable[..., Rig]) -> None:
     r = rig()
     r.publish_failures = [TimeoutError("nats: timeout")]
-    r.add("m1", reaction=Reaction("m0", "👍"), text=None)
+    r.add("m1", parts=MessageParts(reaction=Reaction("m0", "👍")), text=None)
     await r.until_acked("m1")
     assert r.event("m1").reaction == Reaction("m0", "👍")
     r.may_act = False

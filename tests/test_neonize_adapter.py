@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from contracts.messages import Contact, Edit, Location, Reaction, Revoke
+from contracts.messages import Contact, Edit, Location, Reaction, Revoke, SendableParts
 from services.common.config import Settings
 from services.credentials.vault import BadVersion, check_store
 from services.devstack.neonize_stores import forge_linked_store, fresh_store
@@ -497,7 +497,7 @@ async def test_messages_receipts_and_notices(factory: NeonizeClientFactory, tmp_
         ("M4", "text", "vanishing", False),
         ("M5", "reaction", None, False),
     ]
-    assert inbound[4].reaction == Reaction("", "👍")
+    assert inbound[4].parts.reaction == Reaction("", "👍")
     assert inbound[0].chat == "15550002222@s.whatsapp.net"
     assert inbound[0].timestamp.timestamp() == 1_700_000_000
 
@@ -555,11 +555,11 @@ async def test_send_errors_are_classified(
     target = MessageRef("T1", from_me=True)
     for message in (
         Outgoing(text="hi", reply_to=target),
-        Outgoing(reaction=Reaction("T1", "👍"), target=target),
-        Outgoing(edit=Edit("T1", "fixed"), target=target),
-        Outgoing(revoke=Revoke("T1"), target=target),
-        Outgoing(location=Location(52.5, 13.4)),
-        Outgoing(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")),
+        Outgoing(parts=SendableParts(reaction=Reaction("T1", "👍")), target=target),
+        Outgoing(parts=SendableParts(edit=Edit("T1", "fixed")), target=target),
+        Outgoing(parts=SendableParts(revoke=Revoke("T1")), target=target),
+        Outgoing(parts=SendableParts(location=Location(52.5, 13.4))),
+        Outgoing(parts=SendableParts(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD"))),
     ):
         with pytest.raises(SendError) as offline:
             await client.send("120363000000000001@g.us", message, ref="r4")

@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
-from contracts.messages import Contact, Edit, Location, Poll, Quoted, Reaction, Revoke
+from contracts.messages import (
+    Contact,
+    Edit,
+    Location,
+    MessageParts,
+    Poll,
+    Quoted,
+    Reaction,
+    Revoke,
+    SendableParts,
+)
 from services.devstack.processes import REPO_ROOT as ROOT
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
@@ -177,8 +187,7 @@ def test_an_image_describes_its_file_and_downloads_through_its_own_part() -> Non
     )  # fmt: skip
     message = inbound(e2e.Message(imageMessage=image))
     assert (message.type, message.text) == ("image", "a cat")
-    assert message.quoted == Quoted("Q1", "15550001111@s.whatsapp.net")
-    assert message.mentions == ("15550003333@s.whatsapp.net",)
+    assert message.parts == MessageParts(quoted=Quoted("Q1", "15550001111@s.whatsapp.net"), mentions=["15550003333@s.whatsapp.net"])
     assert message.media == InboundMedia(
         mime="image/png", download=no_download, size=120_000, sha256=SHA.hex(), width=640, height=480
     )
@@ -225,41 +234,41 @@ def test_every_kind_of_file_is_described_from_its_message(content: Any, kind: st
 
 def test_reactions_edits_and_revokes_name_their_target() -> None:
     react = inbound(e2e.Message(reactionMessage=e2e.ReactionMessage(key={"ID": "T1", "fromMe": True}, text="👍")))
-    assert (react.type, react.reaction) == ("reaction", Reaction("T1", "👍"))
+    assert (react.type, react.parts.reaction) == ("reaction", Reaction("T1", "👍"))
     removed = inbound(e2e.Message(reactionMessage=e2e.ReactionMessage(key={"ID": "T1"}, text="")))
-    assert removed.reaction == Reaction("T1", "")  # an empty emoji takes the reaction back
+    assert removed.parts.reaction == Reaction("T1", "")  # an empty emoji takes the reaction back
     protocol = e2e.ProtocolMessage(
         key={"ID": "T2"}, type=e2e.ProtocolMessage.MESSAGE_EDIT, editedMessage=e2e.Message(conversation="fixed")
     )
     edited = inbound(e2e.Message(editedMessage=e2e.FutureProofMessage(message=e2e.Message(protocolMessage=protocol))))
-    assert (edited.type, edited.edit, edited.text) == ("edit", Edit("T2", "fixed"), None)
+    assert (edited.type, edited.parts.edit, edited.text) == ("edit", Edit("T2", "fixed"), None)
     revoked = inbound(e2e.Message(protocolMessage=e2e.ProtocolMessage(key={"ID": "T3"}, type=e2e.ProtocolMessage.REVOKE)))
-    assert (revoked.type, revoked.revoke) == ("revoke", Revoke("T3"))
+    assert (revoked.type, revoked.parts.revoke) == ("revoke", Revoke("T3"))
     # Trap: an unset type reads as REVOKE, the enum's first value: that is plumbing, not a delete.
     assert translate.message_content(e2e.Message(protocolMessage=e2e.ProtocolMessage(key={"ID": "T4"}))) is None
 
 
 def test_locations_contacts_and_polls_keep_what_they_say() -> None:
     place = e2e.LocationMessage(degreesLatitude=52.52, degreesLongitude=13.405, name="Office", address="Unter den Linden 1")
-    assert inbound(e2e.Message(locationMessage=place)).location == Location(52.52, 13.405, "Office", "Unter den Linden 1")
+    assert inbound(e2e.Message(locationMessage=place)).parts.location == Location(52.52, 13.405, "Office", "Unter den Linden 1")
     live = inbound(e2e.Message(liveLocationMessage=e2e.LiveLocationMessage(degreesLatitude=-33.9, degreesLongitude=18.4)))
-    assert live.location == Location(-33.9, 18.4)
+    assert live.parts.location == Location(-33.9, 18.4)
     vcard = "BEGIN:VCARD\nVERSION:3.0\nFN:Ada\nEND:VCARD"
     card = inbound(e2e.Message(contactMessage=e2e.ContactMessage(displayName="Ada", vcard=vcard)))
-    assert (card.type, card.contact) == ("contact", Contact("Ada", vcard))
+    assert (card.type, card.parts.contact) == ("contact", Contact("Ada", vcard))
     other = vcard.replace("Ada", "Grace")
     cards = e2e.ContactsArrayMessage(contacts=[e2e.ContactMessage(displayName="Ada", vcard=vcard), e2e.ContactMessage(displayName="Grace", vcard=other)])
-    assert inbound(e2e.Message(contactsArrayMessage=cards)).contact == Contact("Ada", f"{vcard}\n{other}")
+    assert inbound(e2e.Message(contactsArrayMessage=cards)).parts.contact == Contact("Ada", f"{vcard}\n{other}")
     options = [e2e.PollCreationMessage.Option(optionName=name) for name in ("Pizza", "Sushi")]
     poll = inbound(e2e.Message(pollCreationMessageV3=e2e.PollCreationMessage(name="Lunch?", options=options)))
-    assert (poll.type, poll.poll) == ("poll", Poll("Lunch?", ["Pizza", "Sushi"]))
+    assert (poll.type, poll.parts.poll) == ("poll", Poll("Lunch?", ["Pizza", "Sushi"]))
 
 
 def test_a_reply_in_a_group_names_the_quote_and_the_participant() -> None:
     text = e2e.ExtendedTextMessage(text="me too", contextInfo=e2e.ContextInfo(stanzaID="Q9", participant="15550004444@s.whatsapp.net"))
     message = inbound(e2e.Message(extendedTextMessage=text))
     assert (message.chat, message.sender) == ("120363000000000001@g.us", "15550002222:3@s.whatsapp.net")
-    assert (message.type, message.text, message.quoted, message.mentions) == ("text", "me too", Quoted("Q9", "15550004444@s.whatsapp.net"), ())
+    assert (message.type, message.text, message.parts) == ("text", "me too", MessageParts(quoted=Quoted("Q9", "15550004444@s.whatsapp.net")))
     unknown = inbound(e2e.Message(buttonsMessage=e2e.ButtonsMessage(contentText="pick one")))
     assert (unknown.type, unknown.media, unknown.text) == ("unknown", None, None)
 
@@ -480,7 +489,7 @@ def test_a_reply_quotes_its_message_by_id_and_author() -> None:
     assert not unknown_author.extendedTextMessage.contextInfo.HasField("participant")
     # Read back as we read WhatsApp's messages.
     assert translate.message_content(theirs).text == "sure"
-    assert translate.inbound_message(message_event(theirs), no_download).quoted == Quoted("Q1", CHAT)  # type: ignore[union-attr]
+    assert translate.inbound_message(message_event(theirs), no_download).parts.quoted == Quoted("Q1", CHAT)  # type: ignore[union-attr]
 
 
 def test_a_file_that_replies_carries_the_quote_in_its_own_part() -> None:
@@ -493,46 +502,46 @@ def test_a_file_that_replies_carries_the_quote_in_its_own_part() -> None:
 
 
 def test_reactions_are_keyed_to_their_target_as_whatsmeow_keys_them() -> None:
-    on_theirs = built(CHAT, Outgoing(reaction=Reaction("T1", "❤️"), target=MessageRef("T1", from_me=False)))
+    on_theirs = built(CHAT, Outgoing(parts=SendableParts(reaction=Reaction("T1", "❤️")), target=MessageRef("T1", from_me=False)))
     key = on_theirs.reactionMessage.key
     assert (key.remoteJID, key.ID, key.fromMe, key.HasField("participant")) == (CHAT, "T1", False, False)
     assert (on_theirs.reactionMessage.text, on_theirs.reactionMessage.senderTimestampMS) == ("❤️", 1_700_000_000_000)
-    in_group = built(GROUP, Outgoing(reaction=Reaction("T2", ""), target=MessageRef("T2", False, "15550004444:2@s.whatsapp.net")))
+    in_group = built(GROUP, Outgoing(parts=SendableParts(reaction=Reaction("T2", "")), target=MessageRef("T2", False, "15550004444:2@s.whatsapp.net")))
     assert (in_group.reactionMessage.key.participant, in_group.reactionMessage.text) == ("15550004444@s.whatsapp.net", "")
-    on_ours = built(GROUP, Outgoing(reaction=Reaction("T3", "👍"), target=MessageRef("T3", from_me=True)))
+    on_ours = built(GROUP, Outgoing(parts=SendableParts(reaction=Reaction("T3", "👍")), target=MessageRef("T3", from_me=True)))
     assert on_ours.reactionMessage.key.fromMe and not on_ours.reactionMessage.key.HasField("participant")
-    assert inbound(on_theirs).reaction == Reaction("T1", "❤️")
+    assert inbound(on_theirs).parts.reaction == Reaction("T1", "❤️")
 
 
 def test_edits_and_revokes_are_protocol_messages_about_their_target() -> None:
-    edit = built(CHAT, Outgoing(edit=Edit("T1", "fixed typo"), target=MessageRef("T1", from_me=True)))
+    edit = built(CHAT, Outgoing(parts=SendableParts(edit=Edit("T1", "fixed typo")), target=MessageRef("T1", from_me=True)))
     protocol = edit.editedMessage.message.protocolMessage
     assert (protocol.type, protocol.key.ID, protocol.key.fromMe, protocol.key.remoteJID) == (e2e.ProtocolMessage.MESSAGE_EDIT, "T1", True, CHAT)
     assert (protocol.editedMessage.conversation, protocol.timestampMS) == ("fixed typo", 1_700_000_000_000)
-    revoke = built(CHAT, Outgoing(revoke=Revoke("T2"), target=MessageRef("T2", from_me=True)))
+    revoke = built(CHAT, Outgoing(parts=SendableParts(revoke=Revoke("T2")), target=MessageRef("T2", from_me=True)))
     assert (revoke.protocolMessage.type, revoke.protocolMessage.key.ID) == (e2e.ProtocolMessage.REVOKE, "T2")
     assert revoke.protocolMessage.HasField("type")  # REVOKE is 0: it must be set, not left unset
-    admin = built(GROUP, Outgoing(revoke=Revoke("T3"), target=MessageRef("T3", False, "15550004444@s.whatsapp.net")))
+    admin = built(GROUP, Outgoing(parts=SendableParts(revoke=Revoke("T3")), target=MessageRef("T3", False, "15550004444@s.whatsapp.net")))
     assert (admin.protocolMessage.key.fromMe, admin.protocolMessage.key.participant) == (False, "15550004444@s.whatsapp.net")
-    assert (inbound(edit).type, inbound(edit).edit) == ("edit", Edit("T1", "fixed typo"))
-    assert (inbound(revoke).type, inbound(revoke).revoke) == ("revoke", Revoke("T2"))
+    assert (inbound(edit).type, inbound(edit).parts.edit) == ("edit", Edit("T1", "fixed typo"))
+    assert (inbound(revoke).type, inbound(revoke).parts.revoke) == ("revoke", Revoke("T2"))
 
 
 def test_locations_and_contacts_are_sent_as_whatsapp_shows_them() -> None:
-    place = built(CHAT, Outgoing(location=Location(52.52, 13.405, "Office", "Unter den Linden 1")))
+    place = built(CHAT, Outgoing(parts=SendableParts(location=Location(52.52, 13.405, "Office", "Unter den Linden 1"))))
     assert (place.locationMessage.degreesLatitude, place.locationMessage.degreesLongitude) == (52.52, 13.405)
-    assert inbound(place).location == Location(52.52, 13.405, "Office", "Unter den Linden 1")
-    bare = built(CHAT, Outgoing(location=Location(0.0, 0.0)))
-    assert not bare.locationMessage.HasField("name") and inbound(bare).location == Location(0.0, 0.0)
+    assert inbound(place).parts.location == Location(52.52, 13.405, "Office", "Unter den Linden 1")
+    bare = built(CHAT, Outgoing(parts=SendableParts(location=Location(0.0, 0.0))))
+    assert not bare.locationMessage.HasField("name") and inbound(bare).parts.location == Location(0.0, 0.0)
     vcard = "BEGIN:VCARD\nVERSION:3.0\nFN:Ada\nEND:VCARD"
-    card = built(CHAT, Outgoing(contact=Contact("Ada", vcard)))
+    card = built(CHAT, Outgoing(parts=SendableParts(contact=Contact("Ada", vcard))))
     assert (card.contactMessage.displayName, card.contactMessage.vcard) == ("Ada", vcard)
-    assert inbound(card).contact == Contact("Ada", vcard)
+    assert inbound(card).parts.contact == Contact("Ada", vcard)
 
 
 def test_a_reaction_without_its_resolved_target_is_refused_for_good() -> None:
     with pytest.raises(SendError) as refused:
-        translate.outgoing_message(CHAT, Outgoing(reaction=Reaction("T1", "👍")), own_jid=OWN, now_ms=1)
+        translate.outgoing_message(CHAT, Outgoing(parts=SendableParts(reaction=Reaction("T1", "👍"))), own_jid=OWN, now_ms=1)
     assert refused.value.permanent
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from contracts.messages import Contact, Edit, Location, Reaction, Revoke
+from contracts.messages import Contact, Edit, Location, Reaction, Revoke, SendableParts
 from contracts.types import utcnow
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
@@ -242,9 +242,9 @@ async def test_every_body_reaches_the_client_with_whose_its_target_is(rig: RigFa
     sent = {s.ref: s.message for s in r.client.sent}
     assert sent["first"] == Outgoing(text="text of first")
     assert sent["reply"] == Outgoing(text="text of reply", reply_to=MessageRef("IN-1", False, "15550004444:2@s.whatsapp.net"))
-    assert sent["react"] == Outgoing(reaction=Reaction("wa-first", "👍"), target=MessageRef("wa-first", from_me=True))
-    assert sent["edit"].target == MessageRef("wa-first", from_me=True) and sent["edit"].edit == Edit("wa-first", "fixed")
+    assert sent["react"] == Outgoing(parts=SendableParts(reaction=Reaction("wa-first", "👍")), target=MessageRef("wa-first", from_me=True))
+    assert sent["edit"].target == MessageRef("wa-first", from_me=True) and sent["edit"].parts.edit == Edit("wa-first", "fixed")
     assert sent["revoke"].target == MessageRef("wa-earlier", from_me=True)  # known from the journal's index
     assert sent["react-unknown"].target == MessageRef("IN-9", from_me=False)  # a contact's, author unknown
-    assert sent["place"] == Outgoing(location=Location(52.52, 13.405, "Office"))
-    assert sent["card"].contact == Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")
+    assert sent["place"] == Outgoing(parts=SendableParts(location=Location(52.52, 13.405, "Office")))
+    assert sent["card"].parts.contact == Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")

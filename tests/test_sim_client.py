@@ -21,7 +21,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import sim
 from contracts.envelope import ContractError, Ok
-from contracts.messages import Contact, Edit, Location, Quoted, Reaction, Revoke
+from contracts.messages import Contact, Edit, Location, MessageParts, Quoted, Reaction, Revoke, SendableParts
 from services.common.config import Settings
 from services.credentials.vault import check_store
 from services.devstack.probes import call, call_ok, wait_until
@@ -397,13 +397,13 @@ async def test_every_kind_of_message_and_read_marks_over_the_wire(harness: Harne
     theirs = MessageRef("3EB0CAFE", from_me=False)
     ours = MessageRef(first.message_id, from_me=True)
     await client.send(bob, Outgoing(text="about that", reply_to=theirs), "t2")
-    await client.send(bob, Outgoing(reaction=Reaction(theirs.message_id, "👍"), target=theirs), "r1")
-    await client.send(bob, Outgoing(edit=Edit(first.message_id, "hi there"), target=ours), "e1")
-    await client.send(bob, Outgoing(location=Location(52.52, 13.405)), "l1")
-    await client.send(bob, Outgoing(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")), "c1")
+    await client.send(bob, Outgoing(parts=SendableParts(reaction=Reaction(theirs.message_id, "👍")), target=theirs), "r1")
+    await client.send(bob, Outgoing(parts=SendableParts(edit=Edit(first.message_id, "hi there")), target=ours), "e1")
+    await client.send(bob, Outgoing(parts=SendableParts(location=Location(52.52, 13.405))), "l1")
+    await client.send(bob, Outgoing(parts=SendableParts(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD"))), "c1")
     photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(97), "image/jpeg")
     await client.send(bob, Outgoing(media=photo, reply_to=ours), "m1")
-    await client.send(bob, Outgoing(revoke=Revoke(first.message_id), target=ours), "d1")
+    await client.send(bob, Outgoing(parts=SendableParts(revoke=Revoke(first.message_id)), target=ours), "d1")
     await client.mark_read(bob, ["3EB0CAFE", "3EB0BEEF"], None)
     result = await stats(harness.nc, harness.settings, "alice")
     assert result.kinds == {
@@ -414,7 +414,7 @@ async def test_every_kind_of_message_and_read_marks_over_the_wire(harness: Harne
     }  # fmt: skip
     # WhatsApp refuses to edit what the session did not send; no retry helps.
     with pytest.raises(SendError) as refused:
-        await client.send(bob, Outgoing(edit=Edit("3EB0CAFE", "x"), target=theirs), "e2")
+        await client.send(bob, Outgoing(parts=SendableParts(edit=Edit("3EB0CAFE", "x")), target=theirs), "e2")
     assert refused.value.code == "invalid_request" and refused.value.permanent
     await client.disconnect()
     with pytest.raises(SendError) as offline:
@@ -542,11 +542,12 @@ async def test_what_a_contact_sends_reaches_the_client_in_every_shape(harness: H
     await call_ok(harness.nc, inbound, {"from": "15550002222", "location": {"lat": 52.52, "lon": 13.405, "name": "Office"}})
     await wait_until(lambda: len(events.of(InboundMessage)) == 3, what="three messages")
     group, reaction, place = events.of(InboundMessage)
-    assert (group.chat, group.sender, group.quoted, group.mentions) == (
-        "120363000000000001@g.us", "15550002222@s.whatsapp.net", Quoted("3EB0AA", "15550002222@s.whatsapp.net"), ("15550003333@s.whatsapp.net",),
+    assert (group.chat, group.sender, group.parts) == (
+        "120363000000000001@g.us", "15550002222@s.whatsapp.net",
+        MessageParts(quoted=Quoted("3EB0AA", "15550002222@s.whatsapp.net"), mentions=["15550003333@s.whatsapp.net"]),
     )  # fmt: skip
-    assert (reaction.type, reaction.reaction, reaction.text) == ("reaction", Reaction("3EB0AA", "👍"), None)
-    assert (place.type, place.location) == ("location", Location(52.52, 13.405, "Office"))
+    assert (reaction.type, reaction.parts.reaction, reaction.text) == ("reaction", Reaction("3EB0AA", "👍"), None)
+    assert (place.type, place.parts.location) == ("location", Location(52.52, 13.405, "Office"))
 
 
 # ------------------------------------------------------------------- unlink, drop, ban

@@ -33,6 +33,7 @@ from nats.js import JetStreamContext
 
 from contracts.envelope import ContractError, ErrorBody, Ok, invalid, not_found, unavailable
 from contracts.internal import ExpiryCheck, QueuedSend
+from contracts.messages import parts
 from contracts.sending import SendAccepted, SendText, check_body
 from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.bus import encode
@@ -141,12 +142,8 @@ class Intake:
             expires_at=req.expires_at,
             media=req.media,
             reply_to=req.reply_to,
-            reaction=req.reaction,
-            edit=req.edit,
-            revoke=req.revoke,
-            location=req.location,
-            contact=req.contact,
             journal_revision=revision,
+            **parts(req),
         )
 
     async def _enqueue(self, sid: str, req: SendText, accepted_at: Any, revision: int | None) -> None:

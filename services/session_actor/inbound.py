@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 
 from contracts.events import MessageEvent
-from contracts.messages import MediaInfo
+from contracts.messages import MediaInfo, MessageParts, parts
 from contracts.types import utcnow
 from services.common.tasks import cancel_and_wait
 from services.session_actor import inbound_media as rules
@@ -71,14 +71,7 @@ def message_event(sid: str, message: InboundMessage, media: MediaInfo | None) ->
         timestamp=message.timestamp,
         text=message.text,
         media=media,
-        quoted=message.quoted,
-        mentions=list(message.mentions),
-        reaction=message.reaction,
-        edit=message.edit,
-        revoke=message.revoke,
-        location=message.location,
-        contact=message.contact,
-        poll=message.poll,
+        **parts(message.parts, MessageParts),
     )
 
 

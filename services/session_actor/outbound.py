@@ -29,6 +29,7 @@ import structlog
 
 from contracts.envelope import ErrorBody
 from contracts.internal import QueuedSend
+from contracts.messages import SendableParts, parts
 from contracts.queue import PacingPolicy, SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
@@ -242,15 +243,11 @@ class SendExecutor:
 
     async def _outgoing(self, item: QueuedSend, media: OutgoingMedia | None = None) -> Outgoing:
         """The message of a queued send, with whose the messages it points at are."""
-        target = next((b.target_id for b in (item.reaction, item.edit, item.revoke) if b is not None), None)
+        target = item.target_id
         return Outgoing(
             text=None if media is not None else item.text,
             media=media,
-            reaction=item.reaction,
-            edit=item.edit,
-            revoke=item.revoke,
-            location=item.location,
-            contact=item.contact,
+            parts=SendableParts(**parts(item)),
             reply_to=None if item.reply_to is None else await self._ref(item.reply_to),
             target=None if target is None else await self._ref(target),
         )

@@ -36,7 +36,7 @@ import msgspec
 
 from contracts import sim
 from contracts.envelope import ContractError, conflict, invalid, not_found
-from contracts.messages import MEDIA_TYPES, Quoted
+from contracts.messages import MEDIA_TYPES, Quoted, parts
 from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN, to_jid
 
 # Keys rotate (a `creds_update`) after this many messages sent or received on a device.
@@ -263,7 +263,7 @@ class World:
         kind = send_kind(req)
         chat = to_jid(req.to)
         session = self.sessions[conn.session_id]
-        target = next((body.target_id for body in (req.reaction, req.edit, req.revoke) if body is not None), None)
+        target = req.target_id
         if kind in ("edit", "revoke") and session.sent.get(target or "") != chat:
             raise invalid(f"{kind}.target_id: {target!r} is not a message this session sent to {chat}")
         reply = self._deliver(conn, chat, req.ref, now)
@@ -422,12 +422,8 @@ class World:
             media=media,
             quoted=quoted,
             mentions=req.mentions,
-            reaction=req.reaction,
-            edit=req.edit,
-            revoke=req.revoke,
-            location=req.location,
-            contact=req.contact,
             poll=req.poll,
+            **parts(req),
         )
         session.inbox[message.message_id] = message
         session.counters.inbound += 1

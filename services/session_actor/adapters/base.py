@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
-from contracts.messages import Contact, Edit, Location, Poll, Quoted, Reaction, Revoke
+from contracts.messages import MessageParts, SendableParts
 from services.session_actor import machine
 
 
@@ -58,14 +58,8 @@ class InboundMessage:
     timestamp: datetime
     text: str | None = None  # the text, or a file's caption
     media: InboundMedia | None = None
-    quoted: Quoted | None = None
-    mentions: tuple[str, ...] = ()
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
-    poll: Poll | None = None
+    # What else it carries: a quote, mentions, or what it is (a reaction, a location, ...).
+    parts: MessageParts = field(default_factory=MessageParts)
     # Called once the message is safely published; WhatsApp redelivers unacked messages.
     ack: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
@@ -139,16 +133,12 @@ class MessageRef:
 
 @dataclass(frozen=True, kw_only=True)
 class Outgoing:
-    """One message to send: exactly one body (text, or a file with its caption, or one of
-    the others); `reply_to` with a text or a file, `target` with a reaction, edit or revoke."""
+    """One message to send: exactly one body (a text, a file with its caption, or one of the
+    parts); `reply_to` with a text or a file, `target` with a reaction, edit or revoke."""
 
     text: str | None = None
     media: OutgoingMedia | None = None
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
+    parts: SendableParts = field(default_factory=SendableParts)
     reply_to: MessageRef | None = None
     target: MessageRef | None = None
 

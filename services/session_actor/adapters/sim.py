@@ -34,6 +34,7 @@ from nats.js.object_store import ObjectStore
 
 from contracts import sim
 from contracts.envelope import ContractError
+from contracts.messages import MessageParts, parts
 from contracts.types import utcnow
 from services.common.bus import request
 from services.common.config import Settings
@@ -251,11 +252,7 @@ class SimClient(WhatsAppClient):
                 ref=ref,
                 text=message.text,
                 reply_to=reply_to,
-                reaction=message.reaction,
-                edit=message.edit,
-                revoke=message.revoke,
-                location=message.location,
-                contact=message.contact,
+                **parts(message.parts),
             )
         reply = msgspec.convert(await self._call("send_media" if message.media else "send", body), sim.SendReply)
         return SendResult(reply.message_id, reply.timestamp)
@@ -384,14 +381,7 @@ class SimClient(WhatsAppClient):
                 width=file.width,
                 height=file.height,
             ),
-            quoted=frame.quoted,
-            mentions=tuple(frame.mentions),
-            reaction=frame.reaction,
-            edit=frame.edit,
-            revoke=frame.revoke,
-            location=frame.location,
-            contact=frame.contact,
-            poll=frame.poll,
+            parts=MessageParts(**parts(frame, MessageParts)),
             ack=partial(self._ack, conn.conn_id, frame.message_id),
         )
 

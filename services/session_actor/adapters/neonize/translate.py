@@ -13,11 +13,25 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from contracts.messages import MEDIA_TYPES, Contact, Edit, Location, Poll, Quoted, Reaction, Revoke
+import msgspec
+
+from contracts.messages import (
+    MEDIA_TYPES,
+    Contact,
+    Edit,
+    Location,
+    MessageParts,
+    Poll,
+    Quoted,
+    Reaction,
+    Revoke,
+    SendableParts,
+)
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     InboundMedia,
@@ -165,12 +179,7 @@ class Content:
     text: str | None = None
     field: str | None = None
     part: Any = None
-    reaction: Reaction | None = None
-    edit: Edit | None = None
-    revoke: Revoke | None = None
-    location: Location | None = None
-    contact: Contact | None = None
-    poll: Poll | None = None
+    parts: MessageParts = dataclass_field(default_factory=MessageParts)
 
 
 def _plain(kind: str, text_attribute: str | None = None) -> Callable[[str, Any], Content]:
@@ -192,26 +201,27 @@ def _location(field: str, part: Any) -> Content:
         name=getattr(part, "name", "") or None,
         address=getattr(part, "address", "") or None,
     )
-    return Content("location", getattr(part, "caption", "") or None, field, part, location=place)
+    return Content("location", getattr(part, "caption", "") or None, field, part, MessageParts(location=place))
 
 
 def _contact(field: str, part: Any) -> Content:
-    return Content("contact", None, field, part, contact=Contact(part.displayName, part.vcard))
+    return Content("contact", None, field, part, MessageParts(contact=Contact(part.displayName, part.vcard)))
 
 
 def _contacts(field: str, part: Any) -> Content:
     # Several cards are one vCard text holding each of them, as in a .vcf file.
     name = part.displayName or (part.contacts[0].displayName if part.contacts else "")
     vcard = "\n".join(card.vcard.strip() for card in part.contacts)
-    return Content("contact", None, field, part, contact=Contact(name, vcard))
+    return Content("contact", None, field, part, MessageParts(contact=Contact(name, vcard)))
 
 
 def _reaction(field: str, part: Any) -> Content:
-    return Content("reaction", None, field, part, reaction=Reaction(part.key.ID, part.text))
+    return Content("reaction", None, field, part, MessageParts(reaction=Reaction(part.key.ID, part.text)))
 
 
 def _poll(field: str, part: Any) -> Content:
-    return Content("poll", None, field, part, poll=Poll(part.name, [option.optionName for option in part.options]))
+    poll = Poll(part.name, [option.optionName for option in part.options])
+    return Content("poll", None, field, part, MessageParts(poll=poll))
 
 
 # Message fields we read, in the order they are checked, and how.
@@ -286,21 +296,22 @@ def _protocol(part: Any) -> Content | None:
     if not part.HasField("type"):
         return None
     if part.type == e2e.ProtocolMessage.REVOKE:
-        return Content("revoke", revoke=Revoke(part.key.ID))
+        return Content("revoke", parts=MessageParts(revoke=Revoke(part.key.ID)))
     if part.type == e2e.ProtocolMessage.MESSAGE_EDIT:
         edited = message_content(part.editedMessage)
-        return Content("edit", edit=Edit(part.key.ID, (edited.text if edited else None) or ""))
+        return Content("edit", parts=MessageParts(edit=Edit(part.key.ID, (edited.text if edited else None) or "")))
     return None
 
 
-def quote_and_mentions(content: Content) -> tuple[Quoted | None, tuple[str, ...]]:
-    """The message a reply quotes and the JIDs it mentions (the part's contextInfo)."""
+def with_context(content: Content) -> MessageParts:
+    """The content's parts with the message a reply quotes and the JIDs it mentions (read
+    from the part's contextInfo)."""
     part = content.part
     if part is None or "contextInfo" not in part.DESCRIPTOR.fields_by_name or not part.HasField("contextInfo"):
-        return None, ()
+        return content.parts
     context = part.contextInfo
     quoted = Quoted(context.stanzaID, context.participant or None) if context.stanzaID else None
-    return quoted, tuple(context.mentionedJID)
+    return msgspec.structs.replace(content.parts, quoted=quoted, mentions=list(context.mentionedJID))
 
 
 def download_message(content: Content) -> Any:
@@ -337,7 +348,6 @@ def inbound_message(event: Any, download: Callable[[Any], Awaitable[bytes]]) -> 
     if content is None:
         return None
     info, source = event.Info, event.Info.MessageSource
-    quoted, mentions = quote_and_mentions(content)
     return InboundMessage(
         message_id=info.ID,
         chat=jid_string(source.Chat),
@@ -347,14 +357,7 @@ def inbound_message(event: Any, download: Callable[[Any], Awaitable[bytes]]) -> 
         timestamp=epoch_datetime(info.Timestamp),
         text=content.text,
         media=inbound_media(content, download) if content.type in MEDIA_TYPES and content.part is not None else None,
-        quoted=quoted,
-        mentions=mentions,
-        reaction=content.reaction,
-        edit=content.edit,
-        revoke=content.revoke,
-        location=content.location,
-        contact=content.contact,
-        poll=content.poll,
+        parts=with_context(content),
         # whatsmeow acknowledges messages itself; neonize offers no manual ack.
         ack=None,
     )
@@ -459,44 +462,52 @@ def content_part(message: Any) -> Any:
 
 
 def outgoing_message(chat: str, message: Outgoing, *, own_jid: str | None, now_ms: int, upload: Any = None) -> Any:
-    """The Message of a send (`upload`: a file's UploadResponse), as whatsmeow's builders make
-    each kind: a reaction keyed to its target, an edit and a revoke as protocol messages."""
-    built = e2e.Message()
-    target = message.target
+    """The Message of a send (`upload`: a file's UploadResponse), a quote in its content's
+    context where it replies."""
     if message.media is not None:
         built = media_message(message.media, upload, now_ms // 1000)
     elif message.text is not None:
         if message.reply_to is None:
             return text_message(message.text)
-        built.extendedTextMessage.text = message.text  # a conversation has no context for the quote
-    elif message.reaction is not None and target is not None:
+        # A conversation has no context for the quote; an extended text has.
+        built = e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(text=message.text))
+    else:
+        built = part_message(chat, message.parts, message.target, now_ms)
+    if message.reply_to is not None:
+        fill_quote(content_part(built).contextInfo, chat, message.reply_to, own_jid)
+    return built
+
+
+def part_message(chat: str, parts: SendableParts, target: MessageRef | None, now_ms: int) -> Any:
+    """A location, a contact, or a reaction, edit or revoke of `target`, as whatsmeow's
+    builders make them: a reaction keyed to its target, an edit and a revoke as protocol
+    messages about it."""
+    built = e2e.Message()
+    if parts.location is not None:
+        place = built.locationMessage
+        place.degreesLatitude, place.degreesLongitude = parts.location.lat, parts.location.lon
+        if parts.location.name is not None:
+            place.name = parts.location.name
+        if parts.location.address is not None:
+            place.address = parts.location.address
+    elif parts.contact is not None:
+        built.contactMessage.displayName = parts.contact.name
+        built.contactMessage.vcard = parts.contact.vcard
+    elif target is None:
+        raise SendError("invalid_request", "nothing to send (a reaction, edit or revoke without its target)", permanent=True)
+    elif parts.reaction is not None:
         fill_key(built.reactionMessage.key, chat, target)
-        built.reactionMessage.text = message.reaction.emoji
+        built.reactionMessage.text = parts.reaction.emoji
         built.reactionMessage.senderTimestampMS = now_ms
-    elif message.edit is not None and target is not None:
+    elif parts.edit is not None:
         protocol = built.editedMessage.message.protocolMessage
         fill_key(protocol.key, chat, MessageRef(target.message_id, from_me=True))  # only one's own
         protocol.type = e2e.ProtocolMessage.MESSAGE_EDIT
-        protocol.editedMessage.conversation = message.edit.text
+        protocol.editedMessage.conversation = parts.edit.text
         protocol.timestampMS = now_ms
-    elif message.revoke is not None and target is not None:
+    elif parts.revoke is not None:
         fill_key(built.protocolMessage.key, chat, target)  # a contact's: a group admin's delete
         built.protocolMessage.type = e2e.ProtocolMessage.REVOKE
-    elif message.location is not None:
-        place = message.location
-        built.locationMessage.degreesLatitude = place.lat
-        built.locationMessage.degreesLongitude = place.lon
-        if place.name is not None:
-            built.locationMessage.name = place.name
-        if place.address is not None:
-            built.locationMessage.address = place.address
-    elif message.contact is not None:
-        built.contactMessage.displayName = message.contact.name
-        built.contactMessage.vcard = message.contact.vcard
-    else:
-        raise SendError("invalid_request", "nothing to send (a reaction, edit or revoke without its target)", permanent=True)
-    if message.reply_to is not None:
-        fill_quote(content_part(built).contextInfo, chat, message.reply_to, own_jid)
     return built
 
 
