@@ -30,8 +30,8 @@ class StatusEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class MessageEvent(MessageParts, omit_defaults=True):
-    """An inbound message; besides these, the parts its kind carries (contracts/messages.py:
-    quoted, mentions, reaction, edit, revoke, location, contact, poll)."""
+    """An inbound message: its text or file, and the parts its kind carries (quoted,
+    mentions, reaction, edit, revoke, location, contact, poll: contracts/messages.py)."""
 
     event_id: str
     session_id: str

@@ -27,7 +27,7 @@ from services.common.config import Settings
 from services.credentials.vault import CredentialVault, Keyring, new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import REPO_ROOT, settings_env
-from services.devstack.scenarios import pair
+from services.devstack.scenarios import pair, start_sending_stack
 from services.devstack.servers import free_port
 from services.wactl import render
 
@@ -483,12 +483,7 @@ def test_messages_of_every_kind_read_in_a_line_and_a_table_cell() -> None:
 
 
 async def test_files_reactions_and_read_marks_from_the_command_line(settings, nc, stack, tmp_path) -> None:
-    for service in ("wa-sim", "session-actor", "outbound-queue", "persistence"):
-        stack.start(service)
-    s = settings.subjects
-    await answering(nc, s.session_list, s.sim_stats, s.send("probe"), s.history("probe", "status"))
-    tap = await EventTap(nc, settings).start()
-    await pair(nc, settings, tap, "ann")
+    tap = await start_sending_stack(stack, nc, settings, ["ann"])
     photo = tmp_path / "damage.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 50)
 

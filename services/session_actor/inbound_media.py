@@ -22,7 +22,7 @@ import msgspec
 from contracts.envelope import ErrorBody
 from contracts.messages import MediaInfo
 from services.common.config import Settings
-from services.common.media import size_text
+from services.common.media import MediaLimits, size_text
 from services.sending.policy import RetryPolicy
 from services.session_actor.adapters.base import InboundMedia, MediaFetchError
 
@@ -31,7 +31,6 @@ MEDIA_UNAVAILABLE = "media_unavailable"
 MEDIA_DOWNLOAD_FAILED = "media_download_failed"
 MEDIA_STORE_FAILED = "media_store_failed"
 
-DEFAULT_RETRY = RetryPolicy(max_attempts=4, base=0.5, cap=5.0)
 # The limit (setting) each kind of file falls under.
 LIMIT_OF = {"image": "image", "sticker": "image", "video": "video", "audio": "audio", "voice": "audio", "document": "document"}
 
@@ -42,28 +41,26 @@ def media_id(sid: str, message_id: str) -> str:
 
 @dataclass(frozen=True)
 class InboundMediaPolicy:
-    image: int = 16 * 1024 * 1024
-    video: int = 64 * 1024 * 1024
-    audio: int = 16 * 1024 * 1024
-    document: int = 100 * 1024 * 1024
-    retry: RetryPolicy = DEFAULT_RETRY
+    limits: MediaLimits  # per kind of file (LIMIT_OF); the others are the sending side's
+    retry: RetryPolicy
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InboundMediaPolicy:
-        return cls(
+        limits = MediaLimits(
             image=settings.inbound_media_max_image,
             video=settings.inbound_media_max_video,
             audio=settings.inbound_media_max_audio,
             document=settings.inbound_media_max_document,
-            retry=RetryPolicy(
-                settings.inbound_media_attempts, settings.inbound_media_retry_base, settings.inbound_media_retry_cap
-            ),
         )
+        retry = RetryPolicy(
+            settings.inbound_media_attempts, settings.inbound_media_retry_base, settings.inbound_media_retry_cap
+        )
+        return cls(limits, retry)
 
     def too_large(self, kind: str, size: int | None) -> MediaFetchError | None:
         """The error for a file of `size` bytes over the kind's limit, else None."""
         limit_name = LIMIT_OF[kind]
-        limit = int(getattr(self, limit_name))
+        limit = self.limits.for_kind(limit_name)
         if size is None or size <= limit:
             return None
         return MediaFetchError(
