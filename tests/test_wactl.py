@@ -310,7 +310,7 @@ async def test_history_queries_and_an_error_reply(settings, nc, stack) -> None:
     await wait_until(stored, timeout=20, what="persistence storing the messages")
     out = ok(await wactl(settings, "history", "messages", "ann", "--limit", "2"))
     lines = out.splitlines()
-    assert lines[0].split() == ["TIME", "CHAT", "FROM", "MESSAGE", "ID", "TEXT"]
+    assert lines[0].split() == ["TIME", "CHAT", "FROM", "MESSAGE", "ID", "MESSAGE"]
     assert "M2" in lines[1] and "message 2" in lines[1] and "M1" in lines[2]
     cursor = re.fullmatch(r"more: --before (\S+)", lines[3])
     assert cursor is not None

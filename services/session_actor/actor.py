@@ -3,7 +3,9 @@
 Everything that happens to the session (client events, timers, user commands) goes through
 one inbox and one task, so the state machine sees one input at a time. The actor carries
 out the machine's effects and checks, before anything leaves the process, that its node
-still holds the lease; every shared write is fenced by the actor's token besides.
+still holds the lease; every shared write is fenced by the actor's token besides. Two
+helpers run beside the inbox: the send executor (outbound.py) and the inbound pipeline
+(inbound.py), which fetches files and publishes inbound messages in order.
 """
 
 from __future__ import annotations
