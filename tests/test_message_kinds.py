@@ -221,6 +221,15 @@ async def test_every_outbound_kind_goes_through_the_queue_to_whatsapp_and_read_m
     assert stats["targets"] == {"reply": theirs, "react": theirs, "edit": first, "photo": theirs, "revoke": first}
     assert all(count == 1 for count in stats["received"].values())  # each at most once
 
+    # A reaction that ends in the dead-letter queue is still a reaction when sent again from there.
+    await call_ok(nc, s.sim("kinds", "faults"), {"send_errors": settings.send_max_attempts})
+    assert (await sent("doomed", reaction={"target_id": theirs, "emoji": "🙏"}))["state"] == "failed"
+    (entry,) = (await call_ok(nc, s.dlq("list"), {"session_id": "kinds"}))["entries"]
+    (retried,) = (await call_ok(nc, s.dlq("retry"), {"seq": entry["seq"]}))["retried"]
+    await tap.wait_for("kinds", "outbound", lambda e: e["id"] == retried["new_id"] and e["state"] == "sent", 30)
+    again = (await call_ok(nc, s.sim_stats, {"session_id": "kinds"}))["sessions"]["kinds"]
+    assert again["kinds"]["reaction"] == 2 and again["targets"][retried["new_id"]] == theirs
+
     reply = await call(nc, s.send("kinds"), {"id": "two", "to": BOB, "text": "hi", "location": {"lat": 0, "lon": 0}})
     assert reply.error is not None and reply.error.code == "invalid_request" and "got text and location" in reply.error.message
     unknown = await call(nc, s.session("ghost", "read"), {"chat": BOB, "message_ids": ["X"]})
