@@ -54,6 +54,14 @@ def vault(saves: int = 200, sessions: int = 20) -> None:
 
 
 @app.command()
+def media(sessions: int = 2, small: int = 200, large: int = 20) -> None:
+    """Inbound media into the media bucket (100 KB and 5 MB images) next to raw object-store puts."""
+    from bench import media as bench_media
+
+    asyncio.run(bench_media.run(sessions, small, large))
+
+
+@app.command()
 def pacing(sessions: int = 4, sends: int = 25) -> None:
     """Default pacing at WhatsApp: never faster than the bucket, gaps with the configured jitter."""
     from bench import pacing as bench_pacing
@@ -88,6 +96,7 @@ def cluster(sessions: int = 20, sends: int = 4000, every: float = 10.0, down_for
 def run_all() -> None:
     """Every benchmark with its default parameters."""
     send()
+    media()
     pacing()
     failover()
     devdb()

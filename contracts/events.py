@@ -11,6 +11,7 @@ from datetime import datetime
 import msgspec
 
 from contracts.envelope import ErrorBody
+from contracts.messages import MediaInfo, MessageParts, MessageType
 from contracts.types import OutboundState, SessionState
 
 
@@ -28,7 +29,10 @@ class StatusEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     token: str | None = None
 
 
-class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
+class MessageEvent(MessageParts, omit_defaults=True):
+    """An inbound message: its text or file, and the parts its kind carries (quoted,
+    mentions, reaction, edit, revoke, location, contact, poll: contracts/messages.py)."""
+
     event_id: str
     session_id: str
     at: datetime
@@ -36,9 +40,13 @@ class MessageEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     chat: str
     sender: str
     from_me: bool
-    type: str
+    type: MessageType
     timestamp: datetime
+    # The text, or the caption of a file.
     text: str | None = None
+    # An addition to v1, like the parts: the file of an image, video, audio, voice note,
+    # document or sticker.
+    media: MediaInfo | None = None
 
 
 class OutboundEvent(msgspec.Struct, omit_defaults=True, kw_only=True):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import msgspec
 
+from contracts.messages import SendableParts
 from contracts.sending import Media
 from contracts.types import SessionState
 
@@ -55,8 +56,10 @@ class NodeHeartbeat(msgspec.Struct, omit_defaults=True):
     sessions: list[SessionBeat] = []
 
 
-class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
-    """One accepted send waiting in the per-session outbound stream."""
+class QueuedSend(SendableParts, omit_defaults=True, kw_only=True):
+    """One accepted send waiting in the per-session outbound stream (with its parts: a
+    reaction, edit, revoke, location or contact). Actors older than the parts would send an
+    empty text instead: roll actors out before the outbound-queue."""
 
     id: str
     session_id: str
@@ -70,6 +73,8 @@ class QueuedSend(msgspec.Struct, omit_defaults=True, kw_only=True):
     # max payload). Actors older than this field would send only the caption: roll actors
     # out before the outbound-queue.
     media: Media | None = None
+    # The message a text or a file quotes.
+    reply_to: str | None = None
     # The send journal's revision of its `accepted` record when queued: the actor's claim
     # tries it first and saves a read (a moved record is simply read).
     journal_revision: int | None = None

@@ -13,7 +13,16 @@ import msgspec
 from contracts.envelope import Err, Ok
 from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.sending import SCHEMA_EXTRAS, SendAccepted, SendText
-from contracts.sessions import PairRequest, PairStarted, Session, SessionCreate, SessionDeleted, SessionList
+from contracts.sessions import (
+    MarkedRead,
+    MarkRead,
+    PairRequest,
+    PairStarted,
+    Session,
+    SessionCreate,
+    SessionDeleted,
+    SessionList,
+)
 
 # What travels on each subject pattern of contract v1 (the prefix is configurable). Every
 # reply is either the `Ok` named here or `Err`.
@@ -25,6 +34,7 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
     "wa.session.<sid>.logout": (dict, Ok[Session]),
     "wa.session.<sid>.delete": (dict, Ok[SessionDeleted]),
     "wa.session.<sid>.reconnect": (dict, Ok[Session]),
+    "wa.session.<sid>.read": (MarkRead, Ok[MarkedRead]),
     "wa.send.<sid>": (SendText, Ok[SendAccepted]),
     "wa.evt.<sid>.status": (StatusEvent, None),
     "wa.evt.<sid>.message": (MessageEvent, None),

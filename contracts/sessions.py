@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
-from contracts.types import Label, Phone, SessionId, SessionState
+from contracts.types import Label, MessageId, Phone, Recipient, SessionId, SessionState
+
+MAX_READ_IDS = 1000
 
 
 class SessionCreate(msgspec.Struct):
@@ -51,3 +54,18 @@ class PairStarted(msgspec.Struct, omit_defaults=True):
 
 class SessionDeleted(msgspec.Struct):
     session_id: str
+
+
+class MarkRead(msgspec.Struct, omit_defaults=True):
+    """`<prefix>.session.<sid>.read` (addition to v1): read receipts for messages of `chat`,
+    sent at once by the owning actor (not queued behind the session's pacing). `sender` is
+    the author of the messages in a group."""
+
+    chat: Recipient
+    message_ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=MAX_READ_IDS)]
+    sender: Recipient | None = None
+
+
+class MarkedRead(msgspec.Struct):
+    chat: str
+    message_ids: list[str]

@@ -7,9 +7,12 @@ The wire protocol stands in for WhatsApp's websocket between a session's client
 (services/session_actor/adapters/sim.py) and the simulator (services/wa_sim):
 
 - client to server: requests on `wasim._wire.<op>` (connect, pair_phone, send, send_media,
-  ack, keepalive, disconnect, logout), answered with the v1 envelope;
+  mark_read, download, ack, keepalive, disconnect, logout), answered with the v1 envelope;
 - server to client: frames published on `wasim._conn.<conn_id>`, in the order the server
-  produced them. The client subscribes to that subject before it sends `connect`.
+  produced them. The client subscribes to that subject before it sends `connect`;
+- files contacts send sit in the object store `<SIMPREFIX>_MEDIA` (WhatsApp's media
+  servers), an object per direct path; a client asks `download` first (where faults are
+  injected), then reads the object.
 
 Not part of the public promise; may change freely.
 """
@@ -21,12 +24,29 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from contracts.types import Filename, MediaKind, Mime, Phone, Recipient, SendId, SessionId, Text
+from contracts.messages import MessageParts, MessageType, Poll, SendableParts
+from contracts.types import (
+    Base64,
+    Filename,
+    MediaKind,
+    MessageId,
+    Mime,
+    Phone,
+    Recipient,
+    SendId,
+    SessionId,
+    Text,
+)
 
 CONN_ID_PATTERN = r"^[0-9a-f]{8,64}$"
 ConnId = Annotated[str, msgspec.Meta(pattern=CONN_ID_PATTERN)]
 Token = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+GROUP_PATTERN = r"^[0-9][0-9-]{4,40}@g\.us$"
+Group = Annotated[str, msgspec.Meta(pattern=GROUP_PATTERN, description="a group JID such as 120363000000000001@g.us")]
+# The name of a file's object in the simulator's media bucket.
+DirectPath = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 
 # Wire error codes of `send` and `ack`, besides the v1 codes.
 NOT_CONNECTED = "not_connected"
@@ -63,12 +83,16 @@ class PairPhoneReply(msgspec.Struct):
     code: str
 
 
-class SendRequest(msgspec.Struct):
+class SendRequest(SendableParts, kw_only=True, omit_defaults=True):
+    """A message without a file: a text or one of the parts (the simulator checks it is
+    exactly one)."""
+
     conn_id: ConnId
     to: Recipient
-    text: Text
     # The gateway's idempotency id: WhatsApp never sees it, the simulator counts it.
     ref: SendId
+    text: Text | None = None
+    reply_to: MessageId | None = None
 
 
 class SendMediaRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -81,14 +105,32 @@ class SendMediaRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     kind: MediaKind
     mime: Mime
     size: Annotated[int, msgspec.Meta(ge=0)]
-    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Sha256
     filename: Filename | None = None
     caption: Text | None = None
+    reply_to: MessageId | None = None
 
 
 class SendReply(msgspec.Struct):
     message_id: str
     timestamp: datetime
+
+
+class MarkReadRequest(msgspec.Struct, omit_defaults=True):
+    """Read receipts for messages a contact sent (`sender`: their author, in a group)."""
+
+    conn_id: ConnId
+    chat: Recipient
+    message_ids: Annotated[list[MessageId], msgspec.Meta(min_length=1, max_length=1000)]
+    sender: Recipient | None = None
+
+
+class DownloadRequest(msgspec.Struct):
+    """May this connection fetch the file at `direct_path`? (The bytes then come from the
+    media bucket, as WhatsApp's come from its media servers once a client holds their key.)"""
+
+    conn_id: ConnId
+    direct_path: DirectPath
 
 
 class PresenceRequest(msgspec.Struct):
@@ -178,13 +220,28 @@ class CredsUpdateFrame(Frame, tag="creds_update"):
     keys: str
 
 
-class MessageFrame(Frame, tag="message", kw_only=True):
+class SimMedia(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """A file in a message, as WhatsApp's messages describe one: where it is, its type,
+    length and hash (the client downloads it from the media bucket)."""
+
+    direct_path: str
+    mime: str
+    size: int
+    sha256: str
+    filename: str | None = None
+    seconds: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+class MessageFrame(Frame, MessageParts, tag="message"):
     message_id: str
     chat: str
     sender: str
     timestamp: datetime
     type: str = "text"
     text: str | None = None
+    media: SimMedia | None = None
 
 
 class ReceiptFrame(Frame, tag="receipt"):
@@ -218,9 +275,37 @@ AnyFrame = (
 # ------------------------------------------------------------------- control (wasim.*)
 
 
-class InboundRequest(msgspec.Struct):
+class InboundFile(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """The file of an inbound image, video, audio, voice note, document or sticker: inline
+    (`base64`, within NATS' max payload), or `object`, the name of an object put into the
+    simulator's media bucket beforehand (larger files; the same object may be sent often)."""
+
+    base64: Base64 | None = None
+    object: DirectPath | None = None
+    mime: Mime
+    filename: Filename | None = None
+    seconds: Count | None = None
+    width: Count | None = None
+    height: Count | None = None
+
+    def __post_init__(self) -> None:
+        if (self.base64 is None) == (self.object is None):
+            raise ValueError("give exactly one of base64 or object")
+
+
+class InboundRequest(SendableParts, omit_defaults=True):
+    """A contact sends a message: a text (with `quoted_id` a reply, with `group` in a group),
+    a file (`type` says which kind, `text` is its caption), or one of reaction, edit,
+    revoke, location, contact, poll. `type` defaults to what the body is."""
+
     sender: Phone = msgspec.field(name="from")
-    text: Text
+    text: Text | None = None
+    type: MessageType | None = None
+    media: InboundFile | None = None
+    quoted_id: MessageId | None = None
+    group: Group | None = None
+    mentions: Annotated[list[Recipient], msgspec.Meta(max_length=1000)] = []
+    poll: Poll | None = None
 
 
 class InboundReply(msgspec.Struct):
@@ -241,9 +326,12 @@ class BanRequest(msgspec.Struct):
 
 class FaultsRequest(msgspec.Struct):
     """`wasim.<sid>.faults`: WhatsApp's servers answer the next `send_errors` sends of the
-    session with a server error (try again later), like the 5xx real WhatsApp sometimes gives."""
+    session with a server error (try again later), like the 5xx real WhatsApp sometimes gives;
+    its media servers fail the next `download_errors` downloads the same way. A count not
+    given stays as it was."""
 
-    send_errors: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+    send_errors: Count | None = None
+    download_errors: Count | None = None
 
 
 class ScanReply(msgspec.Struct):
@@ -278,6 +366,13 @@ class SessionStats(msgspec.Struct):
     media_bytes: int = 0
     # The sha256 of the file each media `ref` carried (left out with `refs: false`).
     media_sha256: dict[str, str] = {}
+    # Sends by kind: text, media, reply (a text or file that quotes; also counted as one),
+    # reaction, edit, revoke, location, contact; and read, the messages marked read.
+    kinds: dict[str, int] = {}
+    # The message each reply, reaction, edit and revoke `ref` pointed at (left out with
+    # `refs: false`).
+    targets: dict[str, str] = {}
+    downloads: int = 0  # file downloads asked for (failed ones included)
 
 
 class StatsTotals(msgspec.Struct):

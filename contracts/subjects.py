@@ -53,6 +53,11 @@ class Subjects:
     def events_stream(self) -> str:
         return f"{self._upper}_EVENTS"
 
+    @property
+    def media_bucket(self) -> str:
+        """The object store of inbound files, an object per `media_id` (addition to v1)."""
+        return f"{self._upper}_MEDIA"
+
     # -- history and introspection (additions to v1) ---------------------------------
     def history(self, sid: str, kind: str) -> str:
         return f"{self.prefix}.history.{sid}.{kind}"
@@ -125,6 +130,11 @@ class Subjects:
     def sim_wire(self, op: str) -> str:
         """Client-to-server frames of the simulated WhatsApp websocket."""
         return f"{self.sim_prefix}._wire.{op}"
+
+    @property
+    def sim_media_bucket(self) -> str:
+        """The simulated WhatsApp's media servers: files contacts send, by direct path."""
+        return f"{self.sim_prefix.upper().replace('-', '_')}_MEDIA"
 
     def sim_conn(self, conn_id: str) -> str:
         """Server-to-client frames for one simulated connection."""

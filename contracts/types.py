@@ -21,6 +21,7 @@ MAX_TEXT = 65536
 MAX_MEDIA_URL = 8192
 MAX_MIME = 255
 MAX_FILENAME = 255
+MAX_MESSAGE_ID = 128
 
 # What a human should read when a value does not match a pattern (see envelope.explain).
 PATTERN_HINTS: dict[str, str] = {
@@ -44,6 +45,8 @@ MediaUrl = Annotated[
 Base64 = Annotated[str, msgspec.Meta(pattern=BASE64_PATTERN, min_length=1, description=PATTERN_HINTS[BASE64_PATTERN])]
 Mime = Annotated[str, msgspec.Meta(pattern=MIME_PATTERN, max_length=MAX_MIME, description=PATTERN_HINTS[MIME_PATTERN])]
 Filename = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FILENAME)]
+# A WhatsApp message id (WhatsApp assigns them: about 16-32 characters).
+MessageId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MESSAGE_ID)]
 MediaKind = Literal["image", "document", "audio", "video"]
 # RFC 3339 with an explicit offset; naive times are refused rather than guessed.
 Time = Annotated[datetime, msgspec.Meta(tz=True)]

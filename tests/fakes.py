@@ -8,8 +8,9 @@ revisions of the KV, fencing of status writes, ack/nak of queued messages) is ke
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,13 +35,16 @@ from services.session_actor.adapters.base import (
     ClientFactory,
     Clock,
     Emit,
-    OutgoingMedia,
+    Outgoing,
     SendError,
     SendResult,
     WhatsAppClient,
 )
 from services.session_actor.commands import CommandHandler, Unlisten
 from services.session_actor.host import ActorHost
+from services.session_actor.inbound import InboundKit
+from services.session_actor.inbound_media import InboundMediaPolicy
+from services.session_actor.media_store import StoredFile
 from services.session_actor.outbound import SendingKit
 from services.session_actor.store_files import StoreFiles
 
@@ -190,7 +194,7 @@ def sending_kit(kv: FakeKV, js: FakeJetStream, queue: FakeQueue, **settings: Any
 @dataclass
 class SentMessage:
     to: str
-    text: str
+    message: Outgoing
     ref: str
     at: float
     journal_state: str | None = None  # the send's journal record when it reached WhatsApp
@@ -204,6 +208,7 @@ class FakeClient(WhatsAppClient):
     def __init__(self, session_id: str, store_path: Path, emit: Emit, clock: Clock) -> None:
         super().__init__(session_id, store_path, emit, clock)
         self.sent: list[SentMessage] = []
+        self.read: list[tuple[str, tuple[str, ...], str | None]] = []
         self.failures: list[SendError] = []
         self.calls: list[str] = []
         self.on_send: Callable[[str], Awaitable[str | None]] | None = None
@@ -227,15 +232,17 @@ class FakeClient(WhatsAppClient):
     async def pair_phone(self, phone: str) -> str:
         return "ABCD-EFGH"
 
-    async def send_text(self, to_jid: str, text: str, ref: str) -> SendResult:
+    async def send(self, to_jid: str, message: Outgoing, ref: str) -> SendResult:
         state = await self.on_send(ref) if self.on_send is not None else None
         if self.failures:
             raise self.failures.pop(0)
-        self.sent.append(SentMessage(to_jid, text, ref, asyncio.get_running_loop().time(), state))
+        self.sent.append(SentMessage(to_jid, message, ref, asyncio.get_running_loop().time(), state))
         return SendResult(message_id=f"wa-{ref}", timestamp=utcnow())
 
-    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
-        raise SendError("invalid_request", "media is not faked", permanent=True)
+    async def mark_read(self, chat: str, message_ids: Sequence[str], sender: str | None) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.read.append((chat, tuple(message_ids), sender))
 
     async def show_typing(self, to_jid: str) -> None:
         self.calls.append("typing")
@@ -334,6 +341,32 @@ class FakeCommands:
         return unlisten
 
 
+class FakeMediaFiles:
+    """The media bucket in memory; `failures` scripts put errors."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+        self.headers: dict[str, dict[str, str]] = {}
+        self.failures: list[Exception] = []
+
+    async def find(self, media_id: str) -> StoredFile | None:
+        data = self.objects.get(media_id)
+        return None if data is None else StoredFile(len(data), hashlib.sha256(data).hexdigest())
+
+    async def put(self, media_id: str, data: bytes, *, mime: str, session: str, message_id: str) -> StoredFile:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.objects[media_id] = data
+        self.headers[media_id] = {"mime": mime, "session": session, "message_id": message_id}
+        return StoredFile(len(data), hashlib.sha256(data).hexdigest())
+
+
+def inbound_kit(files: FakeMediaFiles, **settings: Any) -> InboundKit:
+    values: dict[str, Any] = {"inbound_media_retry_base": 0.01, "inbound_media_retry_cap": 0.05, **settings}
+    config = Settings(**values)
+    return InboundKit(files, InboundMediaPolicy.from_settings(config), asyncio.Semaphore(config.inbound_media_concurrency))
+
+
 @dataclass
 class FakeNode:
     """An ActorHost's moving parts: the lease, the ownership view, background work."""
@@ -365,6 +398,7 @@ class ActorWorld:
     kv: FakeKV = field(default_factory=FakeKV)
     js: FakeJetStream = field(default_factory=FakeJetStream)
     queue: FakeQueue = field(default_factory=FakeQueue)
+    media: FakeMediaFiles = field(default_factory=FakeMediaFiles)
 
     def host(self) -> ActorHost:
         return ActorHost(
@@ -381,6 +415,7 @@ class ActorWorld:
             commands=self.commands,
             reconnect_policy=m.ReconnectPolicy(base=0.01, cap=0.05),
             sending=sending_kit(self.kv, self.js, self.queue),
+            inbound=inbound_kit(self.media),
         )
 
     @property

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts.envelope import ContractError
@@ -18,7 +19,7 @@ from services.credentials.vault import Restored
 from services.devstack.probes import wait_until
 from services.session_actor import machine as m
 from services.session_actor.actor import SessionActor
-from services.session_actor.adapters.base import InboundMessage
+from services.session_actor.adapters.base import InboundMedia, InboundMessage, SendError
 from services.session_actor.commands import MOVING
 from tests.fakes import ActorWorld
 
@@ -178,7 +179,7 @@ async def test_an_inbound_message_becomes_an_event_and_is_acknowledged(world: Ac
         acked.set()
 
     at = datetime(2026, 12, 6, tzinfo=UTC)
-    r.actor.emit(InboundMessage("m1", "15550002222@s.whatsapp.net", "15550002222@s.whatsapp.net", False, "text", at, "hi", ack))
+    r.actor.emit(InboundMessage("m1", "15550002222@s.whatsapp.net", "15550002222@s.whatsapp.net", False, "text", at, "hi", ack=ack))
     await asyncio.wait_for(acked.wait(), 5)
     message = next(e for e in world.events.events if type(e).__name__ == "MessageEvent")
     assert (message.event_id, message.text, message.timestamp) == (f"{SID}:msg:m1", "hi", at)
@@ -226,3 +227,50 @@ async def test_a_command_to_an_actor_that_is_stopping_is_answered_moving_at_once
         assert moving.value.code == MOVING
     finally:
         closed.set()
+
+
+async def test_an_inbound_file_reaches_the_media_bucket_before_its_event(world: ActorWorld, start: object) -> None:
+    r = start(state="connected", linked=True)  # type: ignore[operator]
+    await r.reached("connected")
+    acked = asyncio.Event()
+
+    async def ack() -> None:
+        acked.set()
+
+    async def download() -> bytes:
+        return b"%PDF-1.7 the report"
+
+    chat = "15550002222@s.whatsapp.net"
+    media = InboundMedia(mime="application/pdf", download=download, filename="q3.pdf")
+    r.actor.emit(InboundMessage("m2", chat, chat, False, "document", datetime(2026, 12, 6, tzinfo=UTC), media=media, ack=ack))
+    await asyncio.wait_for(acked.wait(), 5)
+    message = next(e for e in world.events.events if type(e).__name__ == "MessageEvent")
+    assert message.media.media_id == f"{SID}/m2" and message.media.filename == "q3.pdf"
+    assert world.media.objects[f"{SID}/m2"] == b"%PDF-1.7 the report"
+
+
+async def test_read_marks_go_out_at_once_and_only_while_connected(world: ActorWorld, start: object) -> None:
+    r = start(state="connected", linked=True)  # type: ignore[operator]
+    await r.reached("connected")
+    body = {"chat": "120363000000000001@g.us", "message_ids": ["A", "B"], "sender": "15550002222"}
+    done = await r.command("read", body)
+    assert msgspec.to_builtins(done) == {"chat": "120363000000000001@g.us", "message_ids": ["A", "B"]}
+    assert world.client.read == [("120363000000000001@g.us", ("A", "B"), "15550002222@s.whatsapp.net")]
+    world.client.failures.append(SendError("send_failed", "server said no"))
+    with pytest.raises(ContractError) as refused:
+        await r.command("read", {"chat": "15550002222", "message_ids": ["C"]})
+    assert refused.value.code == "session_unavailable" and "server said no" in refused.value.message
+    with pytest.raises(ContractError) as bad:
+        await r.command("read", {"chat": "15550002222", "message_ids": []})
+    assert bad.value.code == "invalid_request"
+
+
+async def test_a_session_that_is_not_connected_refuses_read_marks_at_once(
+    world: ActorWorld, start: object
+) -> None:
+    r = start(state="created")  # type: ignore[operator]
+    await wait_until(lambda: SID in world.commands.handlers, what="the actor listening")
+    with pytest.raises(ContractError) as offline:
+        await r.command("read", {"chat": "15550002222", "message_ids": ["D"]})
+    assert offline.value.code == "session_unavailable" and "only while it is connected" in offline.value.message
+    assert world.client.read == []

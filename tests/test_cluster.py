@@ -16,7 +16,7 @@ from tests.conftest import FAST_TIMINGS
 pytestmark = pytest.mark.slow
 
 
-def health_is(port: int, status: int):  # noqa: ANN201 - a wait_until predicate
+def health_is(port: int, status: int):
     async def check() -> bool:
         async with httpx.AsyncClient() as http:
             return (await http.get(f"http://127.0.0.1:{port}/healthz", timeout=2)).status_code == status

@@ -17,10 +17,12 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from contracts.messages import Contact, Edit, Location, Reaction, Revoke, SendableParts
 from services.common.config import Settings
 from services.credentials.vault import BadVersion, check_store
 from services.devstack.neonize_stores import forge_linked_store, fresh_store
@@ -28,7 +30,10 @@ from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
+    MediaFetchError,
+    MessageRef,
     OfflineSyncCompleted,
+    Outgoing,
     OutgoingMedia,
     Receipt,
     SendError,
@@ -41,6 +46,7 @@ from services.session_actor.adapters.neonize.client import (
     CHAT_PRESENCE_MEDIA_TEXT,
     DEVICE_TABLE,
     EVENT_HANDLERS,
+    RECEIPT_READ,
     Incarnation,
     NeonizeClient,
     PairingError,
@@ -49,6 +55,7 @@ from services.session_actor.adapters.neonize.factory import NeonizeClientFactory
 from services.session_actor.adapters.neonize.protobufs import e2e, pb
 
 ROOT = Path(__file__).resolve().parent.parent
+HI = Outgoing(text="hi")
 JID = "15550001111:7@s.whatsapp.net"
 DIAL_ERROR = "failed to dial whatsapp web websocket"
 
@@ -488,8 +495,9 @@ async def test_messages_receipts_and_notices(factory: NeonizeClientFactory, tmp_
         ("M2", "text", "a link", False),
         ("M3", "image", "a cat", True),
         ("M4", "text", "vanishing", False),
-        ("M5", "reaction", "👍", False),
+        ("M5", "reaction", None, False),
     ]
+    assert inbound[4].parts.reaction == Reaction("", "👍")
     assert inbound[0].chat == "15550002222@s.whatsapp.net"
     assert inbound[0].timestamp.timestamp() == 1_700_000_000
 
@@ -525,7 +533,7 @@ async def test_send_errors_are_classified(
 ) -> None:
     client = factory.create("sender", tmp_path / "sender.db", Recorder(), time.monotonic)
     with pytest.raises(SendError) as not_connected:
-        await client.send_text("15550002222@s.whatsapp.net", "hi", ref="r1")
+        await client.send("15550002222@s.whatsapp.net", HI, ref="r1")
     assert not_connected.value.code == "not_connected" and not not_connected.value.permanent
 
     # A real Go client that never got a connection: whatsmeow's own errors come back.
@@ -536,13 +544,30 @@ async def test_send_errors_are_classified(
     fake_incarnation(client, connected=True, uuid=uuid)
     for bad in ("abc", "123@s.whatsapp.net", "15550002222@example.com", "@g.us"):
         with pytest.raises(SendError) as invalid:
-            await client.send_text(bad, "hi", ref="r2")
+            await client.send(bad, HI, ref="r2")
         assert invalid.value.code == "invalid_recipient" and invalid.value.permanent
     for recipient in ("15550002222@s.whatsapp.net", "120363000000000001@g.us"):
         with pytest.raises(SendError) as offline:
-            await client.send_text(recipient, "hi", ref="r3")
+            await client.send(recipient, HI, ref="r3")
         assert offline.value.code == "not_connected", offline.value
         assert not offline.value.permanent and not offline.value.ambiguous
+    # Every other kind is built and handed to Go's SendMessage the same way.
+    target = MessageRef("T1", from_me=True)
+    for message in (
+        Outgoing(text="hi", reply_to=target),
+        Outgoing(parts=SendableParts(reaction=Reaction("T1", "👍")), target=target),
+        Outgoing(parts=SendableParts(edit=Edit("T1", "fixed")), target=target),
+        Outgoing(parts=SendableParts(revoke=Revoke("T1")), target=target),
+        Outgoing(parts=SendableParts(location=Location(52.5, 13.4))),
+        Outgoing(parts=SendableParts(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD"))),
+    ):
+        with pytest.raises(SendError) as offline:
+            await client.send("120363000000000001@g.us", message, ref="r4")
+        assert offline.value.code == "not_connected", (message, offline.value)
+    # Read receipts too: whatsmeow refuses them offline.
+    with pytest.raises(SendError) as unread:
+        await client.mark_read("120363000000000001@g.us", ["M1"], "15550002222:3@s.whatsapp.net")
+    assert not unread.value.permanent, unread.value
     await factory.guard.write(factory.library.native.Stop, uuid)
     client._current = None
     await client.close()
@@ -554,7 +579,7 @@ async def test_media_upload_fails_offline_as_a_transient_error(
     photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(1000), "image/jpeg", caption="hi")
     client = factory.create("media", tmp_path / "media.db", Recorder(), time.monotonic)
     with pytest.raises(SendError) as not_connected:
-        await client.send_media("15550002222@s.whatsapp.net", photo, ref="r1")
+        await client.send("15550002222@s.whatsapp.net", Outgoing(media=photo), ref="r1")
     assert not_connected.value.code == "not_connected" and not not_connected.value.permanent
 
     # A real Go client that never got a connection: whatsmeow's upload itself fails.
@@ -564,11 +589,11 @@ async def test_media_upload_fails_offline_as_a_transient_error(
     await register_go_client(factory, store, uuid)
     fake_incarnation(client, connected=True, uuid=uuid)
     with pytest.raises(SendError) as invalid:
-        await client.send_media("abc", photo, ref="r2")
+        await client.send("abc", Outgoing(media=photo), ref="r2")
     assert invalid.value.code == "invalid_recipient" and invalid.value.permanent
     # A group skips the is-on-WhatsApp lookup, so the upload is what runs (and fails) offline.
     with pytest.raises(SendError) as offline:
-        await client.send_media("120363000000000001@g.us", photo, ref="r3")
+        await client.send("120363000000000001@g.us", Outgoing(media=photo), ref="r3")
     error = offline.value
     assert error.code == "media_upload_failed", error
     assert not error.permanent and not error.ambiguous
@@ -655,7 +680,7 @@ def test_what_the_adapter_restates_of_neonize_matches_neonize() -> None:
     import neonize.proto.Neonize_pb2 as neonize_pb
     from neonize.events import EVENT_TO_INT
     from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
-    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, MediaType
+    from neonize.utils.enum import ChatPresence, ChatPresenceMedia, MediaType, ReceiptType
     from neonize.utils.jid import Jid2String
 
     assert pb.JID is neonize_pb.JID and e2e.Message is Message  # the very classes
@@ -669,11 +694,12 @@ def test_what_the_adapter_restates_of_neonize_matches_neonize() -> None:
     ):
         jid = pb.JID(User=user, Server=server, RawAgent=raw_agent, Device=device, Integrator=0)
         assert translate.jid_string(jid) == Jid2String(jid)
-    assert {kind: MediaType(value).name for kind, value in translate.MEDIA_TYPES.items()} == {
+    assert {kind: MediaType(value).name for kind, value in translate.UPLOAD_TYPES.items()} == {
         "image": "MediaImage", "video": "MediaVideo", "audio": "MediaAudio", "document": "MediaDocument",
     }  # fmt: skip
     assert ChatPresence(CHAT_PRESENCE_COMPOSING).name == "CHAT_PRESENCE_COMPOSING"
     assert ChatPresenceMedia(CHAT_PRESENCE_MEDIA_TEXT).name == "CHAT_PRESENCE_MEDIA_TEXT"
+    assert ReceiptType(RECEIPT_READ).name == "READ"
 
 
 # ------------------------------------------------------------------------- process
@@ -726,3 +752,79 @@ def test_neonize_is_imported_late_keeps_logging_and_go_stdout_stays_out(tmp_path
         "python after",
     ]
     assert sum(line.startswith("SendMessage: Error") for line in lines) == 2  # not the one in between
+
+
+# ------------------------------------------------------------------------ downloads
+
+
+class FakeDownloads:
+    """goneonize's DownloadAny, faked at that one boundary: what it was given, on which thread."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[bytes, Any, int]] = []
+
+    def DownloadAny(self, uuid: bytes, payload: bytes, size: int) -> bytes:
+        self.calls.append((uuid, e2e.Message.FromString(payload[:size]), threading.get_ident()))
+        return self.answers.pop(0).SerializeToString()
+
+
+async def test_a_files_download_goes_through_the_library_call_off_the_loop(
+    factory: NeonizeClientFactory, tmp_path: Path
+) -> None:
+    events = Recorder()
+    client = factory.create("downloads", tmp_path / "downloads.db", events, time.monotonic)
+    live = fake_incarnation(client, connected=True)
+    downloads = FakeDownloads(
+        [
+            pb.DownloadReturnFunction(Binary=b"\x89PNG" + bytes(100)),
+            pb.DownloadReturnFunction(Error="download failed with status code 404"),
+            pb.DownloadReturnFunction(Error="failed to refresh media connections: websocket not connected"),
+        ]
+    )
+    client._lib = SimpleNamespace(gocode=downloads)  # type: ignore[assignment]
+    source = pb.MessageSource(Chat=jid("15550002222"), Sender=jid("15550002222"), IsFromMe=False, IsGroup=False)
+    image = e2e.ImageMessage(mimetype="image/png", fileLength=104, directPath="/v/t62/1.enc", mediaKey=b"k" * 32)
+    info = pb.MessageInfo(MessageSource=source, ID="P1", Timestamp=1_700_000_000)
+    client._from_go(live, "event", *payload("Message", Info=info, Message=e2e.Message(imageMessage=image)))
+    media = (await events.wait_for(InboundMessage)).media
+    assert media is not None and (media.mime, media.size) == ("image/png", 104)
+
+    assert await media.download() == b"\x89PNG" + bytes(100)
+    uuid, message, thread = downloads.calls[0]
+    assert uuid == live.uuid and thread != threading.get_ident()  # Go ran on an executor thread
+    assert message == e2e.Message(imageMessage=image)  # the file's part, keys and path as received
+    with pytest.raises(MediaFetchError) as gone:
+        await media.download()
+    assert (gone.value.code, gone.value.permanent) == ("media_unavailable", True)
+    with pytest.raises(MediaFetchError) as offline:
+        await media.download()
+    assert (offline.value.code, offline.value.permanent) == ("media_download_failed", False)
+    client._connected = False
+    with pytest.raises(MediaFetchError) as not_connected:
+        await media.download()
+    assert not not_connected.value.permanent and len(downloads.calls) == 3  # Go was not asked
+    client._current = None
+    await client.close()
+
+
+async def test_a_download_without_a_connection_fails_in_whatsmeow_as_worth_retrying(
+    factory: NeonizeClientFactory, linked_store: bytes, tmp_path: Path
+) -> None:
+    client = factory.create("offline-download", tmp_path / "od.db", Recorder(), time.monotonic)
+    store = tmp_path / "od.db"
+    store.write_bytes(linked_store)
+    uuid = b"offline-download#go"
+    await register_go_client(factory, store, uuid)
+    fake_incarnation(client, connected=True, uuid=uuid)
+    image = e2e.ImageMessage(
+        URL="https://mmg.whatsapp.net/v/t62/1.enc", directPath="/v/t62/1.enc", mediaKey=b"k" * 32,
+        fileEncSHA256=b"e" * 32, fileSHA256=b"s" * 32, fileLength=10, mimetype="image/jpeg",
+    )  # fmt: skip
+    with pytest.raises(MediaFetchError) as offline:
+        await client._download(e2e.Message(imageMessage=image))
+    assert (offline.value.code, offline.value.permanent) == ("media_download_failed", False)
+    assert "websocket not connected" in offline.value.message
+    await factory.guard.write(factory.library.native.Stop, uuid)
+    client._current = None
+    await client.close()

@@ -11,10 +11,12 @@ from datetime import timedelta
 
 import pytest
 
+from contracts.messages import Contact, Edit, Location, Reaction, Revoke, SendableParts
 from contracts.types import utcnow
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
-from services.session_actor.adapters.base import Receipt, SendError
+from services.session_actor.adapters.base import MessageRef, Outgoing, Receipt, SendError
+from services.session_actor.authors import RecentAuthors
 from services.session_actor.outbound import SendExecutor
 from tests.fakes import (
     FakeClient,
@@ -37,6 +39,7 @@ class Rig:
         self.connected = asyncio.Event()
         self.connected.set()
         self.lease_valid = True
+        self.authors = RecentAuthors()
         self.executor = SendExecutor(
             self.kit,
             sid=SID,
@@ -45,6 +48,7 @@ class Rig:
             client=lambda: self.client,
             connected=self.connected,
             may_act=lambda: self.lease_valid,
+            authors=self.authors,
         )
 
     async def accept(self, send_id: str, **fields: object) -> None:
@@ -214,3 +218,33 @@ async def test_forgetting_a_deleted_session_drops_its_queue(rig: RigFactory) -> 
     r.executor.start()
     await r.executor.forget()
     assert r.queue.forgotten
+
+
+async def test_every_body_reaches_the_client_with_whose_its_target_is(rig: RigFactory) -> None:
+    r = rig()
+    await r.journal.note_message(SID, "wa-earlier", "earlier")  # sent by a previous owner of the session
+    r.authors.note("IN-1", from_me=False, sender="15550004444:2@s.whatsapp.net")  # received lately
+    bodies: list[tuple[str, dict[str, object]]] = [
+        ("first", {}),
+        ("reply", {"reply_to": "IN-1"}),
+        ("react", {"text": None, "reaction": Reaction("wa-first", "👍")}),
+        ("edit", {"text": None, "edit": Edit("wa-first", "fixed")}),
+        ("revoke", {"text": None, "revoke": Revoke("wa-earlier")}),
+        ("react-unknown", {"text": None, "reaction": Reaction("IN-9", "")}),
+        ("place", {"text": None, "location": Location(52.52, 13.405, "Office")}),
+        ("card", {"text": None, "contact": Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")}),
+    ]
+    for send_id, fields in bodies:
+        _, revision = await r.journal.accept(SID, send_id, utcnow())
+        r.queue.add(queued(send_id, SID, **{"text": f"text of {send_id}", "journal_revision": revision, **fields}))
+    r.executor.start()
+    await r.settled(*(send_id for send_id, _ in bodies))
+    sent = {s.ref: s.message for s in r.client.sent}
+    assert sent["first"] == Outgoing(text="text of first")
+    assert sent["reply"] == Outgoing(text="text of reply", reply_to=MessageRef("IN-1", False, "15550004444:2@s.whatsapp.net"))
+    assert sent["react"] == Outgoing(parts=SendableParts(reaction=Reaction("wa-first", "👍")), target=MessageRef("wa-first", from_me=True))
+    assert sent["edit"].target == MessageRef("wa-first", from_me=True) and sent["edit"].parts.edit == Edit("wa-first", "fixed")
+    assert sent["revoke"].target == MessageRef("wa-earlier", from_me=True)  # known from the journal's index
+    assert sent["react-unknown"].target == MessageRef("IN-9", from_me=False)  # a contact's, author unknown
+    assert sent["place"] == Outgoing(parts=SendableParts(location=Location(52.52, 13.405, "Office")))
+    assert sent["card"].parts.contact == Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")

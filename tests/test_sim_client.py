@@ -7,6 +7,7 @@ in the last test, which runs it as its own process and restarts it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 import shutil
@@ -20,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts import sim
 from contracts.envelope import ContractError, Ok
+from contracts.messages import Contact, Edit, Location, MessageParts, Quoted, Reaction, Revoke, SendableParts
 from services.common.config import Settings
 from services.credentials.vault import check_store
 from services.devstack.probes import call, call_ok, wait_until
@@ -28,7 +30,10 @@ from services.session_actor import machine
 from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
+    MediaFetchError,
+    MessageRef,
     OfflineSyncCompleted,
+    Outgoing,
     OutgoingMedia,
     Receipt,
     SendError,
@@ -49,7 +54,7 @@ class SimServer:
 
     async def start(self) -> None:
         self.broker, self.simulator = build(self.settings)
-        self.simulator.start(await self.broker.connect())
+        await self.simulator.start(await self.broker.connect())
         await self.broker.start()
         for sub in self.broker.subscribers:
             await self._until_answering(sub, True)
@@ -264,7 +269,7 @@ async def test_a_second_client_with_the_same_device_replaces_the_first(harness: 
     await first_events.next(machine.StreamReplaced)
     assert (await stats(harness.nc, harness.settings, "alice")).overlaps == 1
     with pytest.raises(SendError) as info:
-        await first.send_text("15550001111@s.whatsapp.net", "hi", "r1")
+        await first.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "r1")
     assert info.value.code == sim.NOT_CONNECTED and not info.value.permanent
 
 
@@ -326,14 +331,14 @@ async def test_keepalive_failures_are_reported_and_their_end_too(harness: Harnes
 
 async def test_send_receipts_and_stats(harness: Harness) -> None:
     client, events = await harness.paired("alice")
-    sent = await client.send_text("15550001111@s.whatsapp.net", "hi", "ref-1")
+    sent = await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "ref-1")
     assert re.fullmatch(r"3EB0[0-9A-F]{16}", sent.message_id)
     delivered = await events.next(Receipt)
     assert delivered == Receipt("delivered", (sent.message_id,), "15550001111@s.whatsapp.net")
     await call_ok(harness.nc, harness.settings.subjects.sim("alice", "read"), {"message_id": sent.message_id})
     assert (await events.next(Receipt, match=lambda r: r.kind == "read")).message_ids == (sent.message_id,)
 
-    await client.send_text("15550001111@s.whatsapp.net", "hi", "ref-1")  # a duplicate delivery
+    await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "ref-1")  # a duplicate delivery
     result = await stats(harness.nc, harness.settings, "alice")
     assert result.received == {"ref-1": 2}
     assert (result.messages, result.duplicates) == (2, 1)
@@ -344,16 +349,16 @@ async def test_send_receipts_and_stats(harness: Harness) -> None:
 async def test_send_errors(harness: Harness, wasim: SimServer) -> None:
     client, _ = await harness.paired("alice")
     with pytest.raises(SendError) as info:
-        await client.send_text("0001234567@s.whatsapp.net", "hi", "r1")
+        await client.send("0001234567@s.whatsapp.net", Outgoing(text="hi"), "r1")
     assert info.value.code == sim.NOT_ON_WHATSAPP and info.value.permanent
     await wasim.pause("send")  # WhatsApp unreachable: surely not sent, worth retrying
     with pytest.raises(SendError) as info:
-        await client.send_text("15550001111@s.whatsapp.net", "hi", "r2")
+        await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "r2")
     assert info.value.code == sim.NOT_CONNECTED and not info.value.permanent and not info.value.ambiguous
     await wasim.resume("send")
     await client.disconnect()
     with pytest.raises(SendError) as info:
-        await client.send_text("15550001111@s.whatsapp.net", "hi", "r3")
+        await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "r3")
     assert info.value.code == sim.NOT_CONNECTED
     assert (await stats(harness.nc, harness.settings, "alice")).messages == 0
 
@@ -361,9 +366,9 @@ async def test_send_errors(harness: Harness, wasim: SimServer) -> None:
 async def test_send_media_over_the_wire_and_its_errors(harness: Harness) -> None:
     client, events = await harness.paired("alice")
     photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(997), "image/jpeg", caption="a cat")
-    sent = await client.send_media("15550001111@s.whatsapp.net", photo, "media-1")
+    sent = await client.send("15550001111@s.whatsapp.net", Outgoing(media=photo), "media-1")
     assert (await events.next(Receipt)).message_ids == (sent.message_id,)
-    await client.send_text("15550001111@s.whatsapp.net", "hi", "text-1")
+    await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "text-1")
     result = await stats(harness.nc, harness.settings, "alice")
     assert result.received == {"media-1": 1, "text-1": 1} and result.messages == 2
     assert (result.media, result.media_bytes) == ({"image": 1}, 1000)
@@ -372,22 +377,54 @@ async def test_send_media_over_the_wire_and_its_errors(harness: Harness) -> None
     # The simulated WhatsApp's own limits (the gateway's are configurable and may be higher).
     huge = OutgoingMedia("image", bytes(MEDIA_LIMITS["image"] + 1), "image/jpeg")
     with pytest.raises(SendError) as info:
-        await client.send_media("15550001111@s.whatsapp.net", huge, "media-2")
+        await client.send("15550001111@s.whatsapp.net", Outgoing(media=huge), "media-2")
     assert info.value.code == sim.MEDIA_TOO_LARGE and info.value.permanent
     assert "refuses image files over 16,777,216 bytes" in info.value.message
     with pytest.raises(SendError) as info:
-        await client.send_media("0001234567@s.whatsapp.net", photo, "media-3")
+        await client.send("0001234567@s.whatsapp.net", Outgoing(media=photo), "media-3")
     assert info.value.code == sim.NOT_ON_WHATSAPP and info.value.permanent
     await client.disconnect()
     with pytest.raises(SendError) as info:
-        await client.send_media("15550001111@s.whatsapp.net", photo, "media-4")
+        await client.send("15550001111@s.whatsapp.net", Outgoing(media=photo), "media-4")
     assert info.value.code == sim.NOT_CONNECTED and not info.value.permanent
     assert (await stats(harness.nc, harness.settings, "alice")).messages == 2
 
 
+async def test_every_kind_of_message_and_read_marks_over_the_wire(harness: Harness) -> None:
+    client, _ = await harness.paired("alice")
+    bob = "15550001111@s.whatsapp.net"
+    first = await client.send(bob, Outgoing(text="hi"), "t1")
+    theirs = MessageRef("3EB0CAFE", from_me=False)
+    ours = MessageRef(first.message_id, from_me=True)
+    await client.send(bob, Outgoing(text="about that", reply_to=theirs), "t2")
+    await client.send(bob, Outgoing(parts=SendableParts(reaction=Reaction(theirs.message_id, "👍")), target=theirs), "r1")
+    await client.send(bob, Outgoing(parts=SendableParts(edit=Edit(first.message_id, "hi there")), target=ours), "e1")
+    await client.send(bob, Outgoing(parts=SendableParts(location=Location(52.52, 13.405))), "l1")
+    await client.send(bob, Outgoing(parts=SendableParts(contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD"))), "c1")
+    photo = OutgoingMedia("image", b"\xff\xd8\xff" + bytes(97), "image/jpeg")
+    await client.send(bob, Outgoing(media=photo, reply_to=ours), "m1")
+    await client.send(bob, Outgoing(parts=SendableParts(revoke=Revoke(first.message_id)), target=ours), "d1")
+    await client.mark_read(bob, ["3EB0CAFE", "3EB0BEEF"], None)
+    result = await stats(harness.nc, harness.settings, "alice")
+    assert result.kinds == {
+        "text": 2, "reply": 2, "reaction": 1, "edit": 1, "location": 1, "contact": 1, "media": 1, "revoke": 1, "read": 2,
+    }  # fmt: skip
+    assert result.targets == {
+        "t2": "3EB0CAFE", "r1": "3EB0CAFE", "e1": first.message_id, "m1": first.message_id, "d1": first.message_id,
+    }  # fmt: skip
+    # WhatsApp refuses to edit what the session did not send; no retry helps.
+    with pytest.raises(SendError) as refused:
+        await client.send(bob, Outgoing(parts=SendableParts(edit=Edit("3EB0CAFE", "x")), target=theirs), "e2")
+    assert refused.value.code == "invalid_request" and refused.value.permanent
+    await client.disconnect()
+    with pytest.raises(SendError) as offline:
+        await client.mark_read(bob, ["3EB0CAFE"], None)
+    assert offline.value.code == sim.NOT_CONNECTED and not offline.value.permanent
+
+
 async def test_receipts_for_an_offline_sender_come_on_the_next_connect(harness: Harness) -> None:
     client, events = await harness.paired("alice")
-    sent = await client.send_text("15550001111@s.whatsapp.net", "hi", "r1")
+    sent = await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), "r1")
     await client.disconnect()
     seen = len(events.items)
     await client.connect()
@@ -400,7 +437,7 @@ async def test_keys_rotate_as_messages_flow(harness: Harness) -> None:
     await events.next(StoreChanged)
     before = await client.snapshot()
     for n in range(CREDS_ROTATE_EVERY):
-        await client.send_text("15550001111@s.whatsapp.net", "hi", f"r{n}")
+        await client.send("15550001111@s.whatsapp.net", Outgoing(text="hi"), f"r{n}")
     await wait_until(lambda: len(events.of(StoreChanged)) == 2, timeout=3, what="a second key rotation")
     device = SimStore(client.store_path).read()
     assert device is not None and device.key_generation == 3
@@ -447,6 +484,70 @@ async def test_inbound_live_and_offline_redelivered_until_acked(harness: Harness
     await client.connect()
     assert await events.next(OfflineSyncCompleted, after=seen) == OfflineSyncCompleted(0)
     assert [m for m in events.items[seen:] if isinstance(m, InboundMessage)] == []
+
+
+async def test_inbound_files_come_from_the_media_servers_with_faults_and_expiry(harness: Harness) -> None:
+    client, events = await harness.paired("alice")
+    s = harness.settings.subjects
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
+    body = {"from": "15550002222", "type": "image", "text": "look", "media": {"base64": base64.b64encode(photo).decode(), "mime": "image/png", "width": 4}}
+    await call_ok(harness.nc, s.sim("alice", "inbound"), body)
+    message = await events.next(InboundMessage)
+    media = message.media
+    assert media is not None and (message.type, message.text) == ("image", "look")
+    assert (media.mime, media.size, media.sha256, media.width) == ("image/png", len(photo), hashlib.sha256(photo).hexdigest(), 4)
+    assert await media.download() == photo
+
+    # The media servers falter once: worth another attempt, which gets the file.
+    await call_ok(harness.nc, s.sim("alice", "faults"), {"download_errors": 1})
+    with pytest.raises(MediaFetchError) as faltered:
+        await media.download()
+    assert faltered.value.code == "media_download_failed" and not faltered.value.permanent
+    assert await media.download() == photo
+    assert (await stats(harness.nc, harness.settings, "alice")).downloads == 3
+
+    # A file put there beforehand (larger than a NATS message) is sent by its name, as often as wanted.
+    bucket = await harness.nc.jetstream().object_store(s.sim_media_bucket)
+    big = bytes(3 * 1024 * 1024) + b"end"
+    await bucket.put("big.bin", big)
+    document = {"from": "15550002222", "type": "document", "media": {"object": "big.bin", "mime": "application/pdf", "filename": "big.pdf"}}
+    for _ in range(2):
+        await call_ok(harness.nc, s.sim("alice", "inbound"), document)
+    await wait_until(lambda: len(events.of(InboundMessage)) == 3, what="both copies")
+    copies = events.of(InboundMessage)[1:]
+    assert [c.media.filename for c in copies] == ["big.pdf", "big.pdf"]  # type: ignore[union-attr]
+    assert copies[0].media.sha256 == hashlib.sha256(big).hexdigest()  # type: ignore[union-attr]
+    assert await copies[0].media.download() == big  # type: ignore[union-attr]
+
+    # Gone from the media servers (expired): not to be had, for good.
+    await bucket.delete("big.bin")
+    with pytest.raises(MediaFetchError) as gone:
+        await copies[1].media.download()  # type: ignore[union-attr]
+    assert gone.value.code == "media_unavailable" and gone.value.permanent
+    # No connection: worth another attempt once there is one.
+    await client.disconnect()
+    with pytest.raises(MediaFetchError) as offline:
+        await media.download()
+    assert not offline.value.permanent
+    missing = {**document, "media": {"object": "nowhere.bin", "mime": "application/pdf"}}
+    reply = await call(harness.nc, s.sim("alice", "inbound"), missing)
+    assert reply.error is not None and reply.error.message.startswith("media.object: no object 'nowhere.bin'")
+
+
+async def test_what_a_contact_sends_reaches_the_client_in_every_shape(harness: Harness) -> None:
+    _, events = await harness.paired("alice")
+    inbound = harness.settings.subjects.sim("alice", "inbound")
+    await call_ok(harness.nc, inbound, {"from": "15550002222", "text": "hi all", "group": "120363000000000001@g.us", "quoted_id": "3EB0AA", "mentions": ["15550003333@s.whatsapp.net"]})
+    await call_ok(harness.nc, inbound, {"from": "15550002222", "reaction": {"target_id": "3EB0AA", "emoji": "👍"}})
+    await call_ok(harness.nc, inbound, {"from": "15550002222", "location": {"lat": 52.52, "lon": 13.405, "name": "Office"}})
+    await wait_until(lambda: len(events.of(InboundMessage)) == 3, what="three messages")
+    group, reaction, place = events.of(InboundMessage)
+    assert (group.chat, group.sender, group.parts) == (
+        "120363000000000001@g.us", "15550002222@s.whatsapp.net",
+        MessageParts(quoted=Quoted("3EB0AA", "15550002222@s.whatsapp.net"), mentions=["15550003333@s.whatsapp.net"]),
+    )  # fmt: skip
+    assert (reaction.type, reaction.parts.reaction, reaction.text) == ("reaction", Reaction("3EB0AA", "👍"), None)
+    assert (place.type, place.parts.location) == ("location", Location(52.52, 13.405, "Office"))
 
 
 # ------------------------------------------------------------------- unlink, drop, ban
@@ -501,7 +602,7 @@ async def test_logout_unlinks_the_device(harness: Harness) -> None:
         ("inbound", b"{not json", "invalid_request", "malformed JSON"),
         ("inbound", b"", "invalid_request", "empty body"),
         ("inbound", {"from": "abc", "text": "hi"}, "invalid_request", "from: expected digits"),
-        ("inbound", {"from": "15550002222"}, "invalid_request", "text: required field is missing"),
+        ("inbound", {"from": "15550002222"}, "invalid_request", "text: required for a text message"),
         ("ban", {"seconds": 0}, "invalid_request", "seconds"),
         ("ban", {"seconds": "10"}, "invalid_request", "seconds: expected int"),
         ("read", {"message_id": 5}, "invalid_request", "message_id: expected str"),

@@ -10,6 +10,7 @@ import pytest
 
 from contracts import sim
 from contracts.envelope import ContractError
+from contracts.messages import Contact, Edit, Location, Poll, Quoted, Reaction, Revoke
 from services.wa_sim.state import StateFile
 from services.wa_sim.world import CREDS_ROTATE_EVERY, MEDIA_LIMITS, Durable, Rules, World, phone_for
 
@@ -39,6 +40,15 @@ def paired(world: World, sid: str = "alice") -> sim.DeviceCredentials:
     world.connect(conn_of(sid), sid, None, T0)
     world.scan(sid, T0)
     return next(f.device for f in frames(world) if isinstance(f, sim.PairSuccessFrame))
+
+
+def send_text(world: World, conn_id: str, to: str, text: str, ref: str, now: float) -> sim.SendReply:
+    return world.send(sim.SendRequest(conn_id=conn_id, to=to, ref=ref, text=text), now)
+
+
+def says(world: World, sid: str, sender: str, text: str, now: float) -> str:
+    """A contact sends `sid` a text."""
+    return world.inbound(sid, sim.InboundRequest(sender=sender, text=text), None, now)
 
 
 def error_code(call: object) -> str:
@@ -209,11 +219,11 @@ def test_a_connection_id_is_used_once() -> None:
 def test_send_records_refs_and_duplicates() -> None:
     world = new_world()
     paired(world)
-    first = world.send(conn_of("alice"), "15550001111", "hi", "ref-1", T0 + 1)
+    first = send_text(world, conn_of("alice"), "15550001111", "hi", "ref-1", T0 + 1)
     assert re.fullmatch(r"3EB0[0-9A-F]{16}", first.message_id)
     assert first.timestamp.timestamp() == T0 + 1
-    world.send(conn_of("alice"), "15550001111@s.whatsapp.net", "hi", "ref-1", T0 + 1)
-    world.send(conn_of("alice"), "15550001111", "hi", "ref-2", T0 + 1)
+    send_text(world, conn_of("alice"), "15550001111@s.whatsapp.net", "hi", "ref-1", T0 + 1)
+    send_text(world, conn_of("alice"), "15550001111", "hi", "ref-2", T0 + 1)
     stats = world.stats()
     assert stats.sessions["alice"].received == {"ref-1": 2, "ref-2": 1}
     assert (stats.sessions["alice"].messages, stats.sessions["alice"].duplicates) == (3, 1)
@@ -225,12 +235,12 @@ def test_send_refuses_closed_and_pairing_connections_and_unknown_numbers() -> No
     world = new_world()
     paired(world)
     assert (
-        error_code(lambda: world.send(conn_of("alice"), "0001234567", "hi", "r", T0)) == sim.NOT_ON_WHATSAPP
+        error_code(lambda: send_text(world, conn_of("alice"), "0001234567", "hi", "r", T0)) == sim.NOT_ON_WHATSAPP
     )
     world.connect("c2c2c2c2", "bob", None, T0)
-    assert error_code(lambda: world.send("c2c2c2c2", "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
+    assert error_code(lambda: send_text(world, "c2c2c2c2", "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
     world.disconnect(conn_of("alice"))
-    assert error_code(lambda: world.send(conn_of("alice"), "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
+    assert error_code(lambda: send_text(world, conn_of("alice"), "15550001111", "hi", "r", T0)) == sim.NOT_CONNECTED
     assert world.stats().totals.messages == 0
 
 
@@ -244,7 +254,7 @@ def media(ref: str, kind: str = "image", size: int = 1000, **extra: object) -> s
 def test_media_sends_count_like_texts_and_per_kind_within_whatsapp_limits() -> None:
     world = new_world()
     paired(world)
-    world.send(conn_of("alice"), "15550001111", "hi", "t-1", T0)
+    send_text(world, conn_of("alice"), "15550001111", "hi", "t-1", T0)
     image = world.send_media(media("m-1", caption="a cat"), T0 + 1)
     assert re.fullmatch(r"3EB0[0-9A-F]{16}", image.message_id)
     world.send_media(media("m-2", "document", size=MEDIA_LIMITS["document"], filename="a.pdf"), T0 + 1)
@@ -276,11 +286,84 @@ def test_media_sends_count_like_texts_and_per_kind_within_whatsapp_limits() -> N
     assert world.stats().sessions["alice"].messages == 4
 
 
+def test_every_kind_of_send_is_counted_with_what_it_points_at() -> None:
+    world = new_world()
+    paired(world)
+    alice = conn_of("alice")
+
+    def send(ref: str, **body: object) -> str:
+        return world.send(sim.SendRequest(conn_id=alice, to="15550001111", ref=ref, **body), T0).message_id  # type: ignore[arg-type]
+
+    first = send("t1", text="hi")
+    send("t2", text="about that", reply_to="IN-1")
+    send("r1", reaction=Reaction(first, "👍"))
+    send("e1", edit=Edit(first, "hi there"))
+    send("l1", location=Location(52.52, 13.405, "Office"))
+    send("c1", contact=Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD"))
+    send("d1", revoke=Revoke(first))
+    world.send_media(media("m1", reply_to=first), T0)
+    world.mark_read(sim.MarkReadRequest(alice, "15550001111@s.whatsapp.net", ["IN-1", "IN-2"]), T0)
+    counters = world.stats().sessions["alice"]
+    assert counters.kinds == {
+        "text": 2, "reply": 2, "reaction": 1, "edit": 1, "location": 1, "contact": 1, "revoke": 1, "media": 1, "read": 2,
+    }  # fmt: skip
+    assert counters.targets == {"t2": "IN-1", "r1": first, "e1": first, "d1": first, "m1": first}
+    assert counters.messages == 8  # every send is a message; read marks are not
+    refs_left_out = world.stats(refs=False).sessions["alice"]
+    assert refs_left_out.targets == {} and refs_left_out.kinds == counters.kinds
+
+
+def test_only_a_message_the_session_sent_to_that_chat_can_be_edited_or_revoked() -> None:
+    world = new_world()
+    paired(world)
+    alice = conn_of("alice")
+    mine = send_text(world, alice, "15550001111", "hi", "t1", T0).message_id
+    for body in ({"edit": Edit("3EB0FFFF", "x")}, {"revoke": Revoke("3EB0FFFF")}):
+        request = sim.SendRequest(conn_id=alice, to="15550001111", ref="x", **body)  # type: ignore[arg-type]
+        assert error_code(lambda request=request: world.send(request, T0)) == "invalid_request"
+    elsewhere = sim.SendRequest(conn_id=alice, to="15550003333", ref="y", edit=Edit(mine, "x"))
+    with pytest.raises(ContractError) as refused:
+        world.send(elsewhere, T0)
+    assert "is not a message this session sent to 15550003333@s.whatsapp.net" in refused.value.message
+    # A reaction may point at anything (a contact's message too).
+    world.send(sim.SendRequest(conn_id=alice, to="15550001111", ref="r", reaction=Reaction("IN-9", "👍")), T0)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({}, "got none"),
+        ({"text": "hi", "reaction": Reaction("T", "👍")}, "got text and reaction"),
+        ({"reaction": Reaction("T", "👍"), "reply_to": "Q"}, "reply_to: a reaction quotes nothing"),
+    ],
+)
+def test_a_send_is_exactly_one_thing(body: dict[str, object], words: str) -> None:
+    world = new_world()
+    paired(world)
+    with pytest.raises(ContractError) as refused:
+        world.send(sim.SendRequest(conn_id=conn_of("alice"), to="15550001111", ref="x", **body), T0)  # type: ignore[arg-type]
+    assert refused.value.code == "invalid_request" and words in refused.value.message
+
+
+def test_downloads_need_a_live_connection_and_fail_as_often_as_told() -> None:
+    world = new_world()
+    paired(world)
+    world.faults("alice", send_errors=1, download_errors=2)
+    for _ in range(2):
+        assert error_code(lambda: world.download(conn_of("alice"), T0)) == "internal"
+    world.download(conn_of("alice"), T0)
+    world.faults("alice", send_errors=None, download_errors=None)  # counts not given stay as they are
+    assert error_code(lambda: send_text(world, conn_of("alice"), "15550001111", "hi", "r", T0)) == "internal"
+    assert world.stats().sessions["alice"].downloads == 3
+    world.disconnect(conn_of("alice"))
+    assert error_code(lambda: world.download(conn_of("alice"), T0)) == sim.NOT_CONNECTED
+
+
 def test_receipts_come_after_the_delay_and_again_on_every_connect_until_acked() -> None:
     world = new_world()
     device = paired(world)
     frames(world)
-    sent = world.send(conn_of("alice"), "15550001111", "hi", "r1", T0)
+    sent = send_text(world, conn_of("alice"), "15550001111", "hi", "r1", T0)
     world.tick(T0 + 0.04)
     assert frames(world) == []
     world.tick(T0 + 0.05)
@@ -294,10 +377,10 @@ def test_receipts_come_after_the_delay_and_again_on_every_connect_until_acked() 
     world.ack(conn_of("alice"), [first.receipt_id], T0 + 0.1)
 
     # One reaches a connection that dies before acking it, one finds the sender offline.
-    unacked = world.send(conn_of("alice"), "15550001111", "again", "r2", T0 + 1)
+    unacked = send_text(world, conn_of("alice"), "15550001111", "again", "r2", T0 + 1)
     world.tick(T0 + 1.1)
     assert len(frames(world)) == 1
-    offline = world.send(conn_of("alice"), "15550001111", "more", "r3", T0 + 1.5)
+    offline = send_text(world, conn_of("alice"), "15550001111", "more", "r3", T0 + 1.5)
     world.disconnect(conn_of("alice"))
     world.tick(T0 + 2)
     assert frames(world) == []
@@ -315,7 +398,7 @@ def test_receipts_come_after_the_delay_and_again_on_every_connect_until_acked() 
 def test_read_receipts_on_request() -> None:
     world = new_world()
     paired(world)
-    sent = world.send(conn_of("alice"), "15550001111", "hi", "r1", T0)
+    sent = send_text(world, conn_of("alice"), "15550001111", "hi", "r1", T0)
     frames(world)
     world.read("alice", sent.message_id, T0 + 1)
     (read,) = frames(world)
@@ -333,9 +416,9 @@ def test_keys_rotate_every_20_messages() -> None:
     paired(world)
     frames(world)
     for n in range(CREDS_ROTATE_EVERY - 1):
-        world.send(conn_of("alice"), "15550001111", "hi", f"r{n}", T0)
+        send_text(world, conn_of("alice"), "15550001111", "hi", f"r{n}", T0)
     assert kinds(world) == []
-    world.inbound("alice", "15550002222", "hello", T0)  # received messages count too
+    says(world, "alice", "15550002222", "hello", T0)  # received messages count too
     out = frames(world)
     assert [type(f) for f in out] == [sim.MessageFrame, sim.CredsUpdateFrame]
     assert out[1].key_generation == 3  # type: ignore[union-attr]  # 1 at pairing, 2 right after
@@ -348,7 +431,7 @@ def test_inbound_is_delivered_live_and_redelivered_until_acked() -> None:
     world = new_world()
     device = paired(world)
     frames(world)
-    message_id = world.inbound("alice", "15550002222", "hello", T0 + 1)
+    message_id = says(world, "alice", "15550002222", "hello", T0 + 1)
     (message,) = frames(world, conn_of("alice"))
     assert message == sim.MessageFrame(
         message_id=message_id,
@@ -375,8 +458,8 @@ def test_offline_inbound_waits_for_the_next_connect() -> None:
     device = paired(world)
     world.disconnect(conn_of("alice"))
     frames(world)
-    first = world.inbound("alice", "15550002222", "one", T0 + 1)
-    second = world.inbound("alice", "15550003333", "two", T0 + 2)
+    first = says(world, "alice", "15550002222", "one", T0 + 1)
+    second = says(world, "alice", "15550003333", "two", T0 + 2)
     assert frames(world) == []
     world.connect("c2c2c2c2", "alice", device, T0 + 3)
     out = frames(world, "c2c2c2c2")
@@ -388,16 +471,78 @@ def test_offline_inbound_waits_for_the_next_connect() -> None:
 def test_an_ack_on_a_closed_connection_is_lost() -> None:
     world = new_world()
     paired(world)
-    message_id = world.inbound("alice", "15550002222", "hello", T0)
+    message_id = says(world, "alice", "15550002222", "hello", T0)
     world.disconnect(conn_of("alice"))
     assert error_code(lambda: world.ack(conn_of("alice"), [message_id], T0)) == sim.NOT_CONNECTED
     assert message_id in world.sessions["alice"].inbox
 
 
+FILE = sim.SimMedia(direct_path="ab" * 16, mime="image/jpeg", size=1234, sha256="cd" * 32, width=10, height=20)
+
+
+def test_what_a_contact_sends_becomes_the_frame_the_client_reads() -> None:
+    world = new_world()
+    paired(world)
+    mine = send_text(world, conn_of("alice"), "15550001111", "hi", "t1", T0).message_id
+    frames(world)
+    contact = "15550002222@s.whatsapp.net"
+
+    def sent(req: sim.InboundRequest, file: sim.SimMedia | None = None) -> sim.MessageFrame:
+        world.inbound("alice", req, file, T0)
+        (frame,) = [f for f in frames(world) if isinstance(f, sim.MessageFrame)]
+        return frame
+
+    upload = sim.InboundFile(object=FILE.direct_path, mime="image/jpeg")  # the service put it on the media servers
+    photo = sent(sim.InboundRequest(sender="15550002222", type="image", text="look", media=upload), FILE)
+    assert (photo.type, photo.text, photo.media) == ("image", "look", FILE)
+    reply = sent(sim.InboundRequest(sender="15550002222", text="yes", quoted_id=mine))
+    assert reply.quoted == Quoted(mine, f"{phone_for('alice')}@s.whatsapp.net")  # our own message, quoted
+    other = sent(sim.InboundRequest(sender="15550002222", text="and", quoted_id="3EB0AAAA"))
+    assert other.quoted == Quoted("3EB0AAAA", contact)
+    group = sent(sim.InboundRequest(sender="15550002222", text="hi all", group="120363000000000001@g.us", mentions=["15550003333@s.whatsapp.net"]))
+    assert (group.chat, group.sender, group.mentions) == ("120363000000000001@g.us", contact, ["15550003333@s.whatsapp.net"])
+    for field, value in (
+        ("reaction", Reaction(mine, "👍")),
+        ("edit", Edit("3EB0AAAA", "fixed")),
+        ("revoke", Revoke("3EB0AAAA")),
+        ("location", Location(1.0, 2.0)),
+        ("contact", Contact("Ada", "BEGIN:VCARD\nEND:VCARD")),
+        ("poll", Poll("Lunch?", ["Pizza", "Sushi"])),
+    ):
+        frame = sent(sim.InboundRequest(sender="15550002222", **{field: value}))  # type: ignore[arg-type]
+        assert (frame.type, getattr(frame, field), frame.text) == (field, value, None)
+    assert sent(sim.InboundRequest(sender="15550002222", type="unknown")).type == "unknown"
+    # Unacked, they wait durably, files described and all.
+    durable = msgspec.json.decode(msgspec.json.encode(world.durable()), type=Durable)
+    assert durable.inbox["alice"][0] == photo
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({}, "text: required for a text message"),
+        ({"type": "image"}, "media: a message of type 'image' needs its file"),
+        ({"type": "text", "media": {"base64": "AAAA", "mime": "image/png"}}, "type: a file is one of"),
+        ({"media": {"base64": "AAAA", "mime": "image/png"}}, "type: a file is one of"),
+        ({"reaction": {"target_id": "T", "emoji": "x"}, "location": {"lat": 1, "lon": 2}}, "give at most one of"),
+        ({"type": "edit", "reaction": {"target_id": "T", "emoji": "x"}}, "type: 'edit' does not go with reaction"),
+        ({"type": "poll"}, "poll: required for a message of type 'poll'"),
+        ({"text": "hi", "reaction": {"target_id": "T", "emoji": "x"}}, "text: a reaction has no text"),
+    ],
+)
+def test_inbound_requests_that_do_not_say_one_thing_are_refused(fields: dict[str, object], words: str) -> None:
+    world = new_world()
+    paired(world)
+    request = msgspec.convert({"from": "15550002222", **fields}, sim.InboundRequest)
+    with pytest.raises(ContractError) as refused:
+        world.inbound("alice", request, None, T0)
+    assert refused.value.code == "invalid_request" and words in refused.value.message, refused.value.message
+
+
 def test_inbound_needs_a_linked_device() -> None:
     world = new_world()
     world.connect("c1c1c1c1", "alice", None, T0)
-    assert error_code(lambda: world.inbound("alice", "15550002222", "hi", T0)) == "conflict"
+    assert error_code(lambda: says(world, "alice", "15550002222", "hi", T0)) == "conflict"
 
 
 # ------------------------------------------------------------------- unlink, drop, ban
@@ -453,7 +598,7 @@ def test_control_requests_name_a_known_valid_session() -> None:
     assert error_code(lambda: world.scan("nobody", T0)) == "not_found"
     assert error_code(lambda: world.drop("nobody", T0)) == "not_found"
     assert error_code(lambda: world.stats("nobody")) == "not_found"
-    assert error_code(lambda: world.inbound("bad*id", "15550002222", "hi", T0)) == "invalid_request"
+    assert error_code(lambda: says(world, "bad*id", "15550002222", "hi", T0)) == "invalid_request"
 
 
 # ------------------------------------------------------------------------- durability
@@ -462,8 +607,8 @@ def test_control_requests_name_a_known_valid_session() -> None:
 def test_durable_state_survives_a_restart(tmp_path) -> None:
     world = new_world()
     device = paired(world)
-    message_id = world.inbound("alice", "15550002222", "kept", T0)
-    world.send(conn_of("alice"), "15550001111", "stats are not kept", "r1", T0)
+    message_id = says(world, "alice", "15550002222", "kept", T0)
+    send_text(world, conn_of("alice"), "15550001111", "stats are not kept", "r1", T0)
     state = StateFile(tmp_path / "wa_sim" / "state.json")
     state.save(world, T0)
     assert [p.name for p in state.path.parent.iterdir()] == ["state.json"]  # no temporary left
@@ -494,7 +639,7 @@ def test_saves_are_debounced_and_a_damaged_file_is_set_aside(tmp_path) -> None:
     paired(world)
     state.save_if_changed(world, T0)
     saved = path.read_bytes()
-    world.inbound("alice", "15550002222", "hi", T0)
+    says(world, "alice", "15550002222", "hi", T0)
     state.save_if_changed(world, T0 + 0.1)
     assert path.read_bytes() == saved  # too soon
     state.save_if_changed(world, T0 + 1)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import segno
 from nats.aio.client import Client as NatsClient
@@ -26,7 +27,7 @@ from services.common.config import Settings
 from services.credentials.vault import CredentialVault, Keyring, new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import REPO_ROOT, settings_env
-from services.devstack.scenarios import pair
+from services.devstack.scenarios import pair, start_sending_stack
 from services.devstack.servers import free_port
 from services.wactl import render
 
@@ -309,7 +310,7 @@ async def test_history_queries_and_an_error_reply(settings, nc, stack) -> None:
     await wait_until(stored, timeout=20, what="persistence storing the messages")
     out = ok(await wactl(settings, "history", "messages", "ann", "--limit", "2"))
     lines = out.splitlines()
-    assert lines[0].split() == ["TIME", "CHAT", "FROM", "MESSAGE", "ID", "TEXT"]
+    assert lines[0].split() == ["TIME", "CHAT", "FROM", "MESSAGE", "ID", "MESSAGE"]
     assert "M2" in lines[1] and "message 2" in lines[1] and "M1" in lines[2]
     cursor = re.fullmatch(r"more: --before (\S+)", lines[3])
     assert cursor is not None
@@ -448,4 +449,74 @@ async def test_policy_queue_and_dead_letters(settings, nc, stack) -> None:
     usage = await wactl(settings, "dlq", "purge")
     assert usage.code == 1 and "exactly one of SEQ, --session or --all" in usage.err
     assert ok(await wactl(settings, "dlq", "purge", "--all")).strip() == "purged 0"
+    await tap.stop()
+
+
+def test_messages_of_every_kind_read_in_a_line_and_a_table_cell() -> None:
+    at = datetime(2025, 1, 31, 12, 0, 0, 123000, tzinfo=UTC)
+
+    def message(**fields: Any) -> MessageEvent:
+        base: dict[str, Any] = {"event_id": "e", "session_id": "ann", "at": at, "message_id": "M1", "chat": "1@s.whatsapp.net",
+                                "sender": "1@s.whatsapp.net", "from_me": False, "type": "text", "timestamp": at}  # fmt: skip
+        return msgspec.convert({**base, **fields}, MessageEvent)
+
+    photo = message(type="image", text="look", quoted={"message_id": "Q1"},
+                    media={"media_id": "ann/M1", "mime": "image/png", "size": 102_400, "sha256": "ab" * 32})  # fmt: skip
+    assert render.message_summary(photo) == "(reply to Q1) <image 102,400 bytes (100 KiB) ann/M1> look"
+    line = render.event_fields(photo)
+    assert "type=image reply_to=Q1 media_id=ann/M1 mime=image/png" in line and 'size="102,400 bytes (100 KiB)"' in line
+    lost = message(type="voice", media={"mime": "audio/ogg", "size": 5, "error": {"code": "media_download_failed", "message": "gave up"}})
+    assert render.message_summary(lost) == "<voice: media_download_failed>"
+    assert 'media_error="media_download_failed: gave up"' in render.event_fields(lost)
+    cases = [
+        (message(type="reaction", reaction={"target_id": "M0", "emoji": ""}), "<reaction removed on M0>", "target=M0 emoji=(removed)"),
+        (message(type="edit", edit={"target_id": "M0", "text": "fixed"}), "<edit of M0> fixed", "target=M0 new_text=fixed"),
+        (message(type="revoke", revoke={"target_id": "M0"}), "<revoke of M0>", "target=M0"),
+        (message(type="location", location={"lat": 52.5, "lon": 13.4, "name": "Shop"}), "<location 52.5,13.4> Shop", "lat=52.5 lon=13.4 name=Shop"),
+        (message(type="contact", contact={"name": "Ada", "vcard": "BEGIN:VCARD\nEND:VCARD"}), "<contact Ada>", 'contact=Ada vcard="2 lines"'),
+        (message(type="poll", poll={"name": "When?", "options": ["Mon", "Tue"]}), "<poll When?: Mon / Tue>", 'poll=When? options="Mon / Tue"'),
+        (message(type="unknown"), "<unknown>", "type=unknown"),
+    ]  # fmt: skip
+    for event, summary, parts in cases:
+        assert render.message_summary(event) == summary
+        assert parts in render.event_fields(event)
+
+
+async def test_files_reactions_and_read_marks_from_the_command_line(settings, nc, stack, tmp_path) -> None:
+    tap = await start_sending_stack(stack, nc, settings, ["ann"])
+    photo = tmp_path / "damage.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 50)
+
+    sent = ok(await wactl(settings, "sim", "inbound", "ann", "--from", "15550002222", "--file", str(photo), "--text", "look"))
+    message_id = sent.split()[-1]
+    event = await tap.wait_for("ann", "message", lambda e: e["message_id"] == message_id)
+    media_id = event["media"]["media_id"]
+    line = ok(await wactl(settings, "events", "--from-start", "--session", "ann", "--kind", "message", "--count", "1"))
+    assert f"type=image media_id={media_id} mime=image/png" in line and "text=look" in line
+
+    async def listed() -> str:
+        out = ok(await wactl(settings, "history", "messages", "ann"))
+        return out if media_id in out else ""
+
+    table = await wait_until(listed, what="the message in history")
+    assert f"<image 12,808 bytes (12.5 KiB) {media_id}> look" in table
+    saved = tmp_path / "saved.png"
+    result = await wactl(settings, "media", "get", "ann", media_id, "-o", str(saved))
+    assert result.code == 0 and result.err.strip() == f"saved {media_id} (image/png, 12,808 bytes (12.5 KiB)) to {saved}"
+    assert saved.read_bytes() == photo.read_bytes()
+    other = await wactl(settings, "media", "get", "bob", media_id, "-o", str(saved))
+    assert (other.code, other.err.strip()) == (1, f"{media_id!r} is not a file of session 'bob'")
+    missing = await wactl(settings, "media", "get", "ann", "ann/nothing", "-o", str(saved))
+    assert missing.code == 1 and "no file 'ann/nothing'" in missing.err
+
+    react = ok(await wactl(settings, "send", "ann", "15550002222", "👍", "--react", message_id, "--id", "r1"))
+    assert react.strip() == "queued r1"
+    await tap.wait_for("ann", "outbound", lambda e: e["id"] == "r1" and e["state"] == "sent")
+    assert ok(await wactl(settings, "session", "read", "ann", "15550002222", message_id)).strip() == (
+        f"marked read in 15550002222@s.whatsapp.net: {message_id}"
+    )
+    stats = json.loads(ok(await wactl(settings, "sim", "stats", "--session", "ann", "--json")))["sessions"]["ann"]
+    assert stats["kinds"] == {"reaction": 1, "read": 1} and stats["targets"] == {"r1": message_id}
+    both = await wactl(settings, "send", "ann", "15550002222", "x", "--react", message_id, "--revoke", message_id)
+    assert both.code == 1 and "give at most one of --react, --edit, --revoke" in both.err
     await tap.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any, TypeVar
 
@@ -11,6 +12,8 @@ from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import (
     KeyValueConfig,
+    ObjectInfo,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -101,6 +104,23 @@ def sends_config(settings: Settings) -> KeyValueConfig:
     )
 
 
+def object_sha256(info: ObjectInfo) -> str:
+    """The SHA-256 (hex) of an object in an object store, from its info: the store hashes
+    what it keeps (`SHA-256=<base64url>`), so nothing needs hashing twice."""
+    digest = (info.digest or "").removeprefix("SHA-256=")
+    return base64.urlsafe_b64decode(digest + "=" * (-len(digest) % 4)).hex()
+
+
+def media_config(settings: Settings) -> ObjectStoreConfig:
+    return ObjectStoreConfig(
+        bucket=settings.subjects.media_bucket,
+        description="Inbound files, an object per media_id (contract v1 addition)",
+        ttl=settings.media_retention_days * DAY,
+        storage=StorageType.FILE,
+        replicas=settings.js_replicas,
+    )
+
+
 @retry(
     retry=retry_if_exception_type((ServiceUnavailableError, NoRespondersError, TimeoutError)),
     wait=wait_exponential(multiplier=0.2, max=2),
@@ -129,6 +149,15 @@ async def ensure_topology(js: JetStreamContext, settings: Settings) -> None:
             except BadRequestError:
                 pass  # created concurrently by another process
         await ensure_replicas(js, f"KV_{bucket.bucket}", settings.js_replicas)
+    media = media_config(settings)
+    try:
+        await js.object_store(media.bucket)
+    except (NotFoundError, BucketNotFoundError):
+        try:
+            await js.create_object_store(media.bucket, media)
+        except BadRequestError:
+            pass  # created concurrently by another process
+    await ensure_replicas(js, f"OBJ_{media.bucket}", settings.js_replicas)
 
 
 async def ensure_replicas(js: JetStreamContext, stream: str, replicas: int) -> None:

@@ -108,6 +108,23 @@ class Settings(BaseSettings):
     # services (cloud metadata, admin endpoints) and send the answer to any number.
     media_fetch_private: bool = False
 
+    # -- inbound media (see services/session_actor/inbound.py) --------------------------
+    # How long files stay in the media bucket (WA_MEDIA); their events may outlive them.
+    media_retention_days: float = Field(default=7.0, gt=0)
+    # Files larger than this (declared, or once downloaded) are not stored: the event says
+    # `media_too_large`. Images and stickers, video, audio and voice notes, documents.
+    inbound_media_max_image: int = Field(default=16 * 1024 * 1024, ge=1)
+    inbound_media_max_video: int = Field(default=64 * 1024 * 1024, ge=1)
+    inbound_media_max_audio: int = Field(default=16 * 1024 * 1024, ge=1)
+    inbound_media_max_document: int = Field(default=100 * 1024 * 1024, ge=1)
+    # A download (or its store) that fails is tried again with capped, jittered backoff;
+    # after the last attempt the event goes out with `media.error`.
+    inbound_media_attempts: int = Field(default=4, ge=1)
+    inbound_media_retry_base: float = Field(default=0.5, gt=0)
+    inbound_media_retry_cap: float = Field(default=5.0, gt=0)
+    # Files downloaded at once per node (each is held in memory until stored).
+    inbound_media_concurrency: int = Field(default=4, ge=1)
+
     # -- retention --------------------------------------------------------------------
     events_max_age_days: float = 7.0
     outbound_retention_days: float = 7.0

@@ -10,6 +10,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.envelope import not_found
 from contracts.internal import QueuedSend
+from contracts.messages import parts
 from contracts.queue import (
     DeadLetter,
     DlqEntry,
@@ -78,7 +79,9 @@ class Operations:
         async for seq, letter in self._selected(select):
             item = letter.item
             new_id = f"{item.id}~r{seq}"[-MAX_SEND_ID:]
-            retry = SendText(id=new_id, to=item.to, text=item.text, media=item.media)
+            retry = SendText(
+                id=new_id, to=item.to, text=item.text, media=item.media, reply_to=item.reply_to, **parts(item)
+            )
             await self._intake.accept(item.session_id, retry)
             await self._js.delete_msg(self._subjects.dead_letter_stream, seq)
             retried.append({"seq": str(seq), "id": item.id, "new_id": new_id})

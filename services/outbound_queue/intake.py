@@ -14,7 +14,8 @@ then (upkeep.py), so it is reported `expired` on time even while its session is 
 
 A media send is checked here (services/common/media.py: inline size, URL syntax, and the
 queued message must fit in NATS) and queued like a text; its actor fetches a URL when it
-sends it.
+sends it. Replies, reactions, edits, revokes, locations and contacts are queued like texts
+too, each within WhatsApp's limits (contracts.sending.check_body).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from nats.js import JetStreamContext
 
 from contracts.envelope import ContractError, ErrorBody, Ok, invalid, not_found, unavailable
 from contracts.internal import ExpiryCheck, QueuedSend
-from contracts.sending import SendAccepted, SendText
+from contracts.messages import parts
+from contracts.sending import SendAccepted, SendText, check_body
 from contracts.types import SESSION_ID_PATTERN, utcnow
 from services.common.bus import encode
 from services.common.cluster import ClusterView
@@ -94,6 +96,7 @@ class Intake:
             raise invalid("expires_at: already in the past")
         if req.send_at is not None and req.expires_at is not None and req.send_at >= req.expires_at:
             raise invalid("send_at: must be before expires_at")
+        check_body(req)
         if req.media is not None:
             check_send(req, self._media_limits)
             check_fits(len(encode(self._queued(sid, req, now))), self._max_payload)
@@ -138,7 +141,9 @@ class Intake:
             send_at=req.send_at,
             expires_at=req.expires_at,
             media=req.media,
+            reply_to=req.reply_to,
             journal_revision=revision,
+            **parts(req),
         )
 
     async def _enqueue(self, sid: str, req: SendText, accepted_at: Any, revision: int | None) -> None:

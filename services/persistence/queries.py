@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from faststream import Path
@@ -34,6 +34,7 @@ from contracts.history import (
     StatusQuery,
     StatusRecord,
 )
+from contracts.messages import MessageType
 from contracts.subjects import Subjects
 from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN
 from services.common.api import request_router, strict
@@ -45,6 +46,7 @@ _SID = re.compile(SESSION_ID_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _cursor_decoder = msgspec.json.Decoder(tuple[str, int, str])
+MESSAGE_TYPES = frozenset(get_args(MessageType))
 
 
 def check_session_id(sid: str) -> None:
@@ -93,6 +95,14 @@ async def read_page(
     return docs[:limit], encode_cursor(kind, last[field], last["_id"])
 
 
+def message_of(doc: dict[str, Any]) -> MessageEvent:
+    # Before the kinds of message were fixed, the neonize adapter stored "other" and
+    # "poll_vote": such a message reads as what it is now, `unknown`.
+    if doc.get("type") not in MESSAGE_TYPES:
+        doc = {**doc, "type": "unknown"}
+    return msgspec.convert(doc, MessageEvent)
+
+
 class HistoryQueries:
     def __init__(self, db: AsyncDatabase) -> None:
         self._status = db["status_history"]
@@ -105,7 +115,7 @@ class HistoryQueries:
         if req.chat is not None:
             filter_["chat"] = req.chat
         docs, next_ = await read_page(self._messages, filter_, "timestamp", "messages", req.before, req.limit)
-        return MessagePage(messages=[msgspec.convert(d, MessageEvent) for d in docs], next=next_)
+        return MessagePage(messages=[message_of(d) for d in docs], next=next_)
 
     async def status(self, sid: str, req: StatusQuery) -> StatusPage:
         check_session_id(sid)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -113,7 +114,8 @@ def status_document(event: StatusEvent) -> dict[str, Any]:
 
 
 def message_document(event: MessageEvent) -> dict[str, Any]:
-    return {"_id": f"{event.session_id}/{event.message_id}", **_fields(event)}
+    # Its parts (media, quoted, reaction, ...) as subdocuments; times stay dates (pages sort by them).
+    return {"_id": f"{event.session_id}/{event.message_id}", **msgspec.to_builtins(event, builtin_types=(datetime,))}
 
 
 def outbound_key(event: OutboundEvent) -> str:

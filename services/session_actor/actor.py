@@ -3,7 +3,9 @@
 Everything that happens to the session (client events, timers, user commands) goes through
 one inbox and one task, so the state machine sees one input at a time. The actor carries
 out the machine's effects and checks, before anything leaves the process, that its node
-still holds the lease; every shared write is fenced by the actor's token besides.
+still holds the lease; every shared write is fenced by the actor's token besides. Two
+helpers run beside the inbox: the send executor (outbound.py) and the inbound pipeline
+(inbound.py), which fetches files and publishes inbound messages in order.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import msgspec
 import structlog
 
 from contracts.envelope import ContractError, conflict, decode, unavailable
-from contracts.events import MessageEvent, StatusEvent
+from contracts.events import StatusEvent
 from contracts.queue import SendPolicy
-from contracts.sessions import PairByCode, PairRequest, PairStarted
-from contracts.types import utcnow
+from contracts.sessions import MarkedRead, MarkRead, PairByCode, PairRequest, PairStarted
+from contracts.types import to_jid, utcnow
 from services.common.bus import new_id
 from services.credentials.vault import Restored, VaultError
 from services.session_actor import machine as m
@@ -33,12 +35,15 @@ from services.session_actor.adapters.base import (
     InboundMessage,
     OfflineSyncCompleted,
     Receipt,
+    SendError,
     StoreChanged,
     Undecryptable,
     WhatsAppClient,
 )
+from services.session_actor.authors import RecentAuthors
 from services.session_actor.commands import MOVING, Unlisten
 from services.session_actor.host import ActorHost
+from services.session_actor.inbound import InboundPipeline
 from services.session_actor.outbound import SendExecutor
 
 log = structlog.get_logger(__name__)
@@ -82,6 +87,7 @@ class SessionActor:
         self.finished = asyncio.Event()
         # Why this node cannot run the session (its keys cannot open the credentials), if so.
         self.unusable: str | None = None
+        authors = RecentAuthors()
         self.sender = SendExecutor(
             host.sending,
             sid=sid,
@@ -90,6 +96,10 @@ class SessionActor:
             client=lambda: self.client,
             connected=self.connected,
             may_act=host.may_act,
+            authors=authors,
+        )
+        self.inbound = InboundPipeline(
+            host.inbound, sid=sid, publish=host.events.publish, may_act=self._may_act, authors=authors
         )
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -104,6 +114,7 @@ class SessionActor:
             "logout": self._cmd_logout,
             "reconnect": self._cmd_reconnect,
             "delete": self._cmd_delete,
+            "read": self._cmd_read,
         }
 
     # -- lifecycle (called by the node) -------------------------------------------------
@@ -201,7 +212,7 @@ class SessionActor:
         if isinstance(item, Command):
             await self._handle_command(item)
         elif isinstance(item, InboundMessage):
-            await self._inbound(item)
+            self.inbound.add(item)
         elif isinstance(item, Receipt):
             await self.sender.receipt(item)
             if item.ack is not None:
@@ -353,26 +364,6 @@ class SessionActor:
             self.log.info("credentials saved", version=saved.version, bytes=len(store))
         self.restored = saved
 
-    async def _inbound(self, message: InboundMessage) -> None:
-        if not self._may_act():
-            return
-        await self.host.events.publish(
-            MessageEvent(
-                event_id=f"{self.sid}:msg:{message.message_id}",
-                session_id=self.sid,
-                at=utcnow(),
-                message_id=message.message_id,
-                chat=message.chat,
-                sender=message.sender,
-                from_me=message.from_me,
-                type=message.type,
-                timestamp=message.timestamp,
-                text=message.text,
-            )
-        )
-        if message.ack is not None:
-            await message.ack()
-
     # -- commands -------------------------------------------------------------------------
     async def _handle_command(self, cmd: Command) -> None:
         handler = self._commands.get(cmd.op)
@@ -435,6 +426,21 @@ class SessionActor:
         await self._apply(self.machine.handle(m.ReconnectRequested(time.monotonic())))
         return {"state": self.state}
 
+    async def _cmd_read(self, body: bytes) -> Any:
+        """Read receipts go out at once, not behind the session's queued sends."""
+        request = decode(body, MarkRead)
+        chat = to_jid(request.chat)
+        sender = None if request.sender is None else to_jid(request.sender)
+        if self.client is None or not self.connected.is_set() or not self._may_act():
+            raise unavailable(f"session is {self.state}: read receipts go out only while it is connected")
+        try:
+            await self.client.mark_read(chat, request.message_ids, sender)
+        except SendError as exc:
+            if exc.permanent:
+                raise ContractError("invalid_request", exc.message) from None
+            raise unavailable(f"read receipts not sent: {exc.message}") from None
+        return MarkedRead(chat=chat, message_ids=request.message_ids)
+
     async def _cmd_delete(self, body: bytes) -> Any:
         if self.machine.has_credentials:
             await self._apply(self.machine.handle(m.LogoutRequested(time.monotonic())))
@@ -453,6 +459,7 @@ class SessionActor:
             self._cancel_timer(timer)
         self._cancel_snapshot()
         await self.sender.stop()
+        await self.inbound.stop()
         if self._unlisten is not None:
             with contextlib.suppress(Exception):
                 await self._unlisten()

@@ -1,7 +1,7 @@
 """The session API of contract v1 (`<prefix>.session.*`), answered by any node.
 
 Catalog operations (create, list, get) are served from MongoDB and the cluster view.
-Operations on a running session (pair, logout, reconnect, delete) are forwarded to the actor
+Operations on a running session (pair, logout, reconnect, read, delete) are forwarded to the actor
 that owns it, wherever it runs; while the session is between owners the request waits a
 little and then fails with `session_unavailable`.
 """
@@ -27,6 +27,8 @@ from contracts.events import StatusEvent
 from contracts.queue import PacingPolicy, PolicyRequest, SendPolicy
 from contracts.sessions import (
     Empty,
+    MarkedRead,
+    MarkRead,
     PairRequest,
     PairStarted,
     Session,
@@ -116,6 +118,11 @@ class SessionApi:
         await self._forward(sid, "reconnect", b"{}")
         return await self.get(sid)
 
+    async def read(self, sid: str, req: MarkRead) -> Ok[MarkedRead]:
+        await self._existing(sid)
+        data = await self._forward(sid, "read", encode(req))
+        return Ok(data=msgspec.convert(data, MarkedRead))
+
     async def policy(self, sid: str, req: PolicyRequest) -> Ok[SendPolicy]:
         doc = await self._existing(sid)
         policy = req.policy if req.policy is not None else msgspec.convert(doc.get("policy") or {}, SendPolicy)
@@ -195,6 +202,10 @@ def build_router(api: SessionApi, settings: Any) -> Any:
     @router.subscriber(s.session("{sid}", "reconnect"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
     async def reconnect(req: Empty, sid: str = Path()) -> Ok[Session]:
         return await api.reconnect(sid)
+
+    @router.subscriber(s.session("{sid}", "read"), queue=QUEUE, decoder=strict(MarkRead), max_workers=WORKERS)
+    async def read(req: MarkRead, sid: str = Path()) -> Ok[MarkedRead]:
+        return await api.read(sid, req)
 
     @router.subscriber(s.session("{sid}", "policy"), queue=QUEUE, decoder=strict(PolicyRequest), max_workers=WORKERS)
     async def policy(req: PolicyRequest, sid: str = Path()) -> Ok[SendPolicy]:

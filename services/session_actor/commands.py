@@ -1,5 +1,5 @@
 """Requests for one session's actor (`<prefix>._actor.<sid>.<op>`), answered with the v1
-envelope. The session API forwards pair, logout, reconnect, policy and delete here; only
+envelope. The session API forwards pair, logout, reconnect, read, policy and delete here; only
 the node that runs the session's actor subscribes, so NATS routes each to its owner."""
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from contracts.events import Event
 from services.credentials.vault import Restored
 from services.session_actor.adapters.base import ClientFactory
 from services.session_actor.commands import CommandHandler, Unlisten
+from services.session_actor.inbound import InboundKit
 from services.session_actor.machine import ReconnectPolicy
 from services.session_actor.outbound import SendingKit
 
@@ -93,3 +94,4 @@ class ActorHost:
     commands: CommandSource
     reconnect_policy: ReconnectPolicy
     sending: SendingKit
+    inbound: InboundKit

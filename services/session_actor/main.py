@@ -31,7 +31,10 @@ from services.sending.ledger import Ledger
 from services.sending.policy import RetryPolicy, default_pacing
 from services.session_actor.adapters import make_factory
 from services.session_actor.api import SessionApi, build_router
+from services.session_actor.inbound import InboundKit
+from services.session_actor.inbound_media import InboundMediaPolicy
 from services.session_actor.machine import ReconnectPolicy
+from services.session_actor.media_store import MediaStore
 from services.session_actor.node import ImportAtStartup, Node
 from services.session_actor.outbound import SendingKit
 from services.session_actor.send_queue import SendQueues
@@ -57,6 +60,14 @@ async def sending_kit(settings: Settings, js: JetStreamContext, queues: SendQueu
         default_pacing=default_pacing(settings),
         media_limits=MediaLimits.from_settings(settings),
         media_concurrency=settings.media_concurrency,
+    )
+
+
+async def inbound_kit(settings: Settings, js: JetStreamContext) -> InboundKit:
+    return InboundKit(
+        files=MediaStore(await js.object_store(settings.subjects.media_bucket)),
+        policy=InboundMediaPolicy.from_settings(settings),
+        slots=asyncio.Semaphore(settings.inbound_media_concurrency),
     )
 
 
@@ -110,6 +121,7 @@ async def assemble(settings: Settings, nc: NatsClient, db: AsyncDatabase, keyrin
         vault=vault,
         events=events,
         sending=await sending_kit(settings, js, queues),
+        inbound=await inbound_kit(settings, js),
         reconnect_policy=reconnect_policy(settings),
         import_at_startup=startup_import(settings, db, sessions, vault, cluster.kv, events),
     )

@@ -39,6 +39,7 @@ from services.session_actor.adapters.base import ClientFactory
 from services.session_actor.commands import CommandListener
 from services.session_actor.heartbeats import send_heartbeats
 from services.session_actor.host import ActorHost
+from services.session_actor.inbound import InboundKit
 from services.session_actor.lease_keeper import LeaseKeeper
 from services.session_actor.machine import ReconnectPolicy
 from services.session_actor.outbound import SendingKit
@@ -68,6 +69,7 @@ class Node:
         vault: CredentialVault,
         events: EventPublisher,
         sending: SendingKit,
+        inbound: InboundKit,
         reconnect_policy: ReconnectPolicy,
         import_at_startup: ImportAtStartup | None = None,
     ) -> None:
@@ -79,6 +81,7 @@ class Node:
         self._vault = vault
         self._events = events
         self._sending = sending
+        self._inbound = inbound
         self._reconnect_policy = reconnect_policy
         self._import_at_startup = import_at_startup
         self._background = TaskSet()  # command replies, pair-code waits
@@ -199,6 +202,7 @@ class Node:
             commands=self._commands,
             reconnect_policy=self._reconnect_policy,
             sending=self._sending,
+            inbound=self._inbound,
         )
 
     def _make_actor(self, sid: str, revision: int) -> SessionActor:

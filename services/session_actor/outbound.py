@@ -29,6 +29,7 @@ import structlog
 
 from contracts.envelope import ErrorBody
 from contracts.internal import QueuedSend
+from contracts.messages import SendableParts, parts
 from contracts.queue import PacingPolicy, SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
@@ -38,7 +39,16 @@ from services.sending.journal import SendRecord, accepted_record
 from services.sending.ledger import Ledger
 from services.sending.policy import Pacer, RetryPolicy, expired
 from services.session_actor import media as media_files
-from services.session_actor.adapters.base import Receipt, SendError, SendResult, WhatsAppClient
+from services.session_actor.adapters.base import (
+    MessageRef,
+    Outgoing,
+    OutgoingMedia,
+    Receipt,
+    SendError,
+    SendResult,
+    WhatsAppClient,
+)
+from services.session_actor.authors import RecentAuthors
 from services.session_actor.send_queue import ACK_WAIT, SendQueues
 
 log = structlog.get_logger(__name__)
@@ -68,7 +78,8 @@ class SendExecutor:
 
     `client` gives the actor's current WhatsApp client (it is replaced when credentials are
     destroyed), `connected` is set while the connection is up, `may_act` says whether the
-    node still holds its lease.
+    node still holds its lease, `authors` who wrote the messages the actor saw lately (what
+    a reply, reaction, edit or revoke says of its target).
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class SendExecutor:
         client: Callable[[], WhatsAppClient | None],
         connected: asyncio.Event,
         may_act: Callable[[], bool],
+        authors: RecentAuthors,
     ) -> None:
         self._kit = kit
         self._ledger = kit.ledger
@@ -90,6 +102,7 @@ class SendExecutor:
         self._client = client
         self._connected = connected
         self._may_act = may_act
+        self._authors = authors
         self.policy = SendPolicy()
         self.pacer = Pacer(kit.default_pacing, random.Random(), started=time.monotonic())
         self._task: asyncio.Task[None] | None = None
@@ -215,7 +228,7 @@ class SendExecutor:
         if client is None or not self._connected.is_set() or not self._may_act():
             raise SendError("not_connected", "the session is not connected")
         if item.media is None:
-            return await client.send_text(to_jid(item.to), item.text or "", ref=item.id)
+            return await client.send(to_jid(item.to), await self._outgoing(item), ref=item.id)
         # A media send downloads (URL) or decodes (base64) its file now, then the adapter
         # uploads and sends it; that can outlast ACK_WAIT, so the message is kept in progress.
         work = asyncio.ensure_future(self._send_media(client, item, item.media))
@@ -225,8 +238,28 @@ class SendExecutor:
 
     async def _send_media(self, client: WhatsAppClient, item: QueuedSend, media: Media) -> SendResult:
         async with media_files.slot(self._kit.media_concurrency):
-            outgoing = await media_files.prepare(media, item.text, self._kit.media_limits)
-            return await client.send_media(to_jid(item.to), outgoing, ref=item.id)
+            prepared = await media_files.prepare(media, item.text, self._kit.media_limits)
+            return await client.send(to_jid(item.to), await self._outgoing(item, prepared), ref=item.id)
+
+    async def _outgoing(self, item: QueuedSend, media: OutgoingMedia | None = None) -> Outgoing:
+        """The message of a queued send, with whose the messages it points at are."""
+        target = item.target_id
+        return Outgoing(
+            text=None if media is not None else item.text,
+            media=media,
+            parts=SendableParts(**parts(item)),
+            reply_to=None if item.reply_to is None else await self._ref(item.reply_to),
+            target=None if target is None else await self._ref(target),
+        )
+
+    async def _ref(self, message_id: str) -> MessageRef:
+        """Whose message `message_id` is: seen lately, or one of ours by the send journal's
+        message-id index (it outlives this actor); else a contact's, author unknown."""
+        seen = self._authors.get(message_id)
+        if seen is not None:
+            return seen
+        ours = await self._ledger.journal.send_id_of(self._sid, message_id) is not None
+        return MessageRef(message_id, from_me=ours)
 
     async def _failed_attempt(self, msg: Any, item: QueuedSend, record: SendRecord, exc: SendError) -> None:
         ledger, sid = self._ledger, self._sid
@@ -263,6 +296,7 @@ class SendExecutor:
             task.cancel()
 
     def _remember(self, message_id: str, send_id: str) -> None:
+        self._authors.note(message_id, from_me=True)
         self._by_message[message_id] = send_id
         while len(self._by_message) > RECENT_SENDS:
             self._by_message.popitem(last=False)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,23 +26,29 @@ import structlog
 from faststream import FastStream, Path
 from faststream.nats import NatsBroker, NatsRouter
 from nats.aio.client import Client as NatsClient
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.object_store import ObjectStore
 
 from contracts import sim
 from contracts.envelope import Ok, invalid
 from contracts.sessions import Empty
 from services.common import logs
 from services.common.api import request_router, strict
-from services.common.bus import encode
+from services.common.bus import DAY, encode, object_sha256
 from services.common.config import Settings
+from services.common.media import decode_base64
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.tasks import cancel_and_wait
 from services.wa_sim.state import StateFile
-from services.wa_sim.world import Rules, World
+from services.wa_sim.world import Rules, World, inbound_type
 
 log = structlog.get_logger(__name__)
 
 # Timer resolution: receipts, QR rotation and keepalive expiry fire within this.
 TICK = 0.02
+# How long the media servers keep a file contacts sent (WhatsApp's keep them for weeks).
+MEDIA_TTL = DAY
 
 DONE: Ok[Empty] = Ok(data=Empty())
 
@@ -65,13 +73,49 @@ class Simulator:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._nc: NatsClient | None = None
+        self._media: ObjectStore | None = None
         self._ticker: asyncio.Task[None] | None = None
 
-    def start(self, nc: NatsClient) -> None:
-        """Load the saved state and start the timers; before the subscribers start."""
+    async def start(self, nc: NatsClient) -> None:
+        """Load the saved state, open the media bucket and start the timers; before the
+        subscribers start."""
         self.state.load_into(self.world)
         self._nc = nc
+        self._media = await media_bucket(nc, self._subjects.sim_media_bucket)
         self._ticker = asyncio.create_task(self._tick_loop(), name="wa-sim-timers")
+
+    async def upload(self, file: sim.InboundFile) -> sim.SimMedia:
+        """A contact's file onto the media servers (or, given by `object`, found there)."""
+        assert self._media is not None, "start() first"
+        if file.base64 is not None:
+            try:
+                data = decode_base64(file.base64)
+            except ValueError as exc:
+                raise invalid(f"media.base64: not valid base64 ({exc})") from None
+            path = secrets.token_hex(16)
+            await self._media.put(path, data)
+            size, sha256 = len(data), hashlib.sha256(data).hexdigest()
+        else:
+            assert file.object is not None  # InboundFile guarantees one of the two
+            path = file.object
+            try:
+                info = await self._media.get_info(path)
+            except NotFoundError:
+                raise invalid(f"media.object: no object {path!r} in {self._subjects.sim_media_bucket}") from None
+            size = info.size or 0
+            sha256 = object_sha256(info)
+        if size == 0:
+            raise invalid("media: the file is empty")
+        return sim.SimMedia(
+            direct_path=path,
+            mime=file.mime,
+            size=size,
+            sha256=sha256,
+            filename=file.filename,
+            seconds=file.seconds,
+            width=file.width,
+            height=file.height,
+        )
 
     async def stop_timers(self) -> None:
         if self._ticker is not None:
@@ -117,6 +161,20 @@ class Simulator:
                 log.exception("simulator timers failed; continuing")
 
 
+async def media_bucket(nc: NatsClient, name: str) -> ObjectStore:
+    """The media servers' bucket, created on first use (by whichever simulator is first)."""
+    js = nc.jetstream()
+    try:
+        return await js.object_store(name)
+    except NotFoundError:
+        config = ObjectStoreConfig(
+            bucket=name, description="Simulated WhatsApp media servers", ttl=MEDIA_TTL, storage=StorageType.FILE
+        )
+        with contextlib.suppress(BadRequestError):  # created concurrently
+            await js.create_object_store(name, config)
+        return await js.object_store(name)
+
+
 def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
     s = settings.subjects
     world = simulator.world
@@ -138,12 +196,24 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
     @router.subscriber(s.sim_wire("send"), decoder=strict(sim.SendRequest))
     async def wire_send(req: sim.SendRequest) -> Ok[sim.SendReply]:
         async with simulator.step() as now:
-            return Ok(data=world.send(req.conn_id, req.to, req.text, req.ref, now))
+            return Ok(data=world.send(req, now))
 
     @router.subscriber(s.sim_wire("send_media"), decoder=strict(sim.SendMediaRequest))
     async def wire_send_media(req: sim.SendMediaRequest) -> Ok[sim.SendReply]:
         async with simulator.step() as now:
             return Ok(data=world.send_media(req, now))
+
+    @router.subscriber(s.sim_wire("mark_read"), decoder=strict(sim.MarkReadRequest))
+    async def wire_mark_read(req: sim.MarkReadRequest) -> Ok[Empty]:
+        async with simulator.step() as now:
+            world.mark_read(req, now)
+        return DONE
+
+    @router.subscriber(s.sim_wire("download"), decoder=strict(sim.DownloadRequest))
+    async def wire_download(req: sim.DownloadRequest) -> Ok[Empty]:
+        async with simulator.step() as now:
+            world.download(req.conn_id, now)
+        return DONE
 
     @router.subscriber(s.sim_wire("presence"), decoder=strict(sim.PresenceRequest))
     async def wire_presence(req: sim.PresenceRequest) -> Ok[Empty]:
@@ -184,8 +254,10 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
 
     @router.subscriber(s.sim("{sid}", "inbound"), decoder=strict(sim.InboundRequest))
     async def sim_inbound(req: sim.InboundRequest, sid: str = Path()) -> Ok[sim.InboundReply]:
+        inbound_type(req)  # a request that says nothing clear uploads nothing
+        media = None if req.media is None else await simulator.upload(req.media)
         async with simulator.step() as now:
-            return Ok(data=sim.InboundReply(world.inbound(sid, req.sender, req.text, now)))
+            return Ok(data=sim.InboundReply(world.inbound(sid, req, media, now)))
 
     @router.subscriber(s.sim("{sid}", "read"), decoder=strict(sim.ReadRequest))
     async def sim_read(req: sim.ReadRequest, sid: str = Path()) -> Ok[sim.ReadReply]:
@@ -217,7 +289,7 @@ def build_router(simulator: Simulator, settings: Settings) -> NatsRouter:
     @router.subscriber(s.sim("{sid}", "faults"), decoder=strict(sim.FaultsRequest))
     async def sim_faults(req: sim.FaultsRequest, sid: str = Path()) -> Ok[Empty]:
         async with simulator.step():
-            world.faults(sid, req.send_errors)
+            world.faults(sid, req.send_errors, req.download_errors)
         return DONE
 
     @router.subscriber(s.sim_stats, decoder=strict(sim.StatsRequest))
@@ -241,7 +313,7 @@ async def serve(settings: Settings) -> None:
 
     @app.on_startup
     async def start() -> None:
-        simulator.start(await broker.connect())
+        await simulator.start(await broker.connect())
 
     @app.on_shutdown
     async def stop_timers() -> None:

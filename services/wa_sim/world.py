@@ -36,6 +36,7 @@ import msgspec
 
 from contracts import sim
 from contracts.envelope import ContractError, conflict, invalid, not_found
+from contracts.messages import MEDIA_TYPES, Quoted, parts
 from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN, to_jid
 
 # Keys rotate (a `creds_update`) after this many messages sent or received on a device.
@@ -52,6 +53,10 @@ MEDIA_LIMITS = {
     "video": 64 * 1024 * 1024,
     "document": 100 * 1024 * 1024,
 }
+# What a message without a file carries: exactly one of these.
+SEND_BODIES = ("text", "reaction", "edit", "revoke", "location", "contact")
+# What an inbound message carries besides a text or a file (its type, by default).
+INBOUND_BODIES = ("reaction", "edit", "revoke", "location", "contact", "poll")
 # The alphabet of WhatsApp's phone pairing codes (no 0/O, 1/I look-alikes).
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
@@ -121,6 +126,7 @@ class Session:
     sent: OrderedDict[str, str] = field(default_factory=OrderedDict)  # message id -> chat
     counters: sim.SessionStats = field(default_factory=sim.SessionStats)
     failing_sends: int = 0  # injected server errors still to give (`faults`)
+    failing_downloads: int = 0  # the same for the media servers
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,39 @@ def phone_for(session_id: str) -> str:
 
 def _time(now: float) -> datetime:
     return datetime.fromtimestamp(now, UTC)
+
+
+def send_kind(req: sim.SendRequest) -> str:
+    """What a send without a file is; invalid_request unless it is exactly one thing."""
+    given = [name for name in SEND_BODIES if getattr(req, name) is not None]
+    if len(given) != 1:
+        raise invalid(f"give exactly one of {', '.join(SEND_BODIES)} (got {' and '.join(given) or 'none'})")
+    if req.reply_to is not None and given[0] != "text":
+        raise invalid(f"reply_to: a {given[0]} quotes nothing")
+    return given[0]
+
+
+def inbound_type(req: sim.InboundRequest) -> str:
+    """The type of the message a contact sends: as given, or what its body is;
+    invalid_request when the request does not say one thing."""
+    given = [name for name in (*INBOUND_BODIES, "media") if getattr(req, name) is not None]
+    if len(given) > 1:
+        raise invalid(f"give at most one of media, {', '.join(INBOUND_BODIES)} (got {' and '.join(given)})")
+    body = given[0] if given else None
+    kind = req.type or (body if body in INBOUND_BODIES else "text")
+    if body == "media" and kind not in MEDIA_TYPES:
+        raise invalid(f"type: a file is one of {', '.join(sorted(MEDIA_TYPES))}, not {kind!r}")
+    if body != "media" and kind in MEDIA_TYPES:
+        raise invalid(f"media: a message of type {kind!r} needs its file")
+    if body in INBOUND_BODIES and kind != body:
+        raise invalid(f"type: {kind!r} does not go with {body}")
+    if kind == "text" and req.text is None:
+        raise invalid("text: required for a text message")
+    if req.text is not None and kind not in ("text", *MEDIA_TYPES):
+        raise invalid(f"text: a {kind} has no text (a text goes alone, or as a file's caption)")
+    if kind in INBOUND_BODIES and body is None:
+        raise invalid(f"{kind}: required for a message of type {kind!r}")
+    return kind
 
 
 class World:
@@ -217,9 +256,19 @@ class World:
         code = "".join(self.rng.choice(PAIR_CODE_ALPHABET) for _ in range(8))
         return f"{code[:4]}-{code[4:]}"
 
-    def send(self, conn_id: str, to: str, text: str, ref: str, now: float) -> sim.SendReply:
-        conn = self._logged_in(conn_id, now)
-        return self._deliver(conn, to_jid(to), ref, now)
+    def send(self, req: sim.SendRequest, now: float) -> sim.SendReply:
+        """A message without a file: a text (maybe a reply), or a reaction, an edit, a revoke,
+        a location or a contact. Only one's own messages can be edited or revoked."""
+        conn = self._logged_in(req.conn_id, now)
+        kind = send_kind(req)
+        chat = to_jid(req.to)
+        session = self.sessions[conn.session_id]
+        target = req.target_id
+        if kind in ("edit", "revoke") and session.sent.get(target or "") != chat:
+            raise invalid(f"{kind}.target_id: {target!r} is not a message this session sent to {chat}")
+        reply = self._deliver(conn, chat, req.ref, now)
+        self._count_kind(session, req.ref, kind, req.reply_to or target)
+        return reply
 
     def send_media(self, req: sim.SendMediaRequest, now: float) -> sim.SendReply:
         """A media message: delivered like a text, within WhatsApp's size limits."""
@@ -235,11 +284,33 @@ class World:
         if req.kind == "audio" and req.caption is not None:
             raise invalid("caption: audio messages have no caption")
         reply = self._deliver(conn, to_jid(req.to), req.ref, now)
-        counters = self.sessions[conn.session_id].counters
+        session = self.sessions[conn.session_id]
+        counters = session.counters
         counters.media[req.kind] = counters.media.get(req.kind, 0) + 1
         counters.media_bytes += req.size
         counters.media_sha256[req.ref] = req.sha256
+        self._count_kind(session, req.ref, "media", req.reply_to)
         return reply
+
+    def _count_kind(self, session: Session, ref: str, kind: str, target: str | None) -> None:
+        kinds = session.counters.kinds
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if target is not None:
+            session.counters.targets[ref] = target
+            if kind in ("text", "media"):
+                kinds["reply"] = kinds.get("reply", 0) + 1
+
+    def mark_read(self, req: sim.MarkReadRequest, now: float) -> None:
+        kinds = self.sessions[self._logged_in(req.conn_id, now).session_id].counters.kinds
+        kinds["read"] = kinds.get("read", 0) + len(req.message_ids)
+
+    def download(self, conn_id: str, now: float) -> None:
+        """A logged-in connection fetches a file from the media servers (injected faults fail it)."""
+        session = self.sessions[self._logged_in(conn_id, now).session_id]
+        session.counters.downloads += 1
+        if session.failing_downloads:
+            session.failing_downloads -= 1
+            raise ContractError("internal", "WhatsApp media server error (simulated fault); try again later")
 
     def _deliver(self, conn: Connection, chat: str, ref: str, now: float) -> sim.SendReply:
         """Count a message (text or media) and schedule its receipts."""
@@ -329,13 +400,30 @@ class World:
         self._rotate_keys(conn, device)
         return device.jid
 
-    def inbound(self, session_id: str, sender: str, text: str, now: float) -> str:
+    def inbound(self, session_id: str, req: sim.InboundRequest, media: sim.SimMedia | None, now: float) -> str:
+        """A contact sends a message (its file, if any, is on the media servers already)."""
         session = self._known(session_id)
+        kind = inbound_type(req)
         if session.device_id is None:
             raise conflict(f"session {session_id!r} has no linked device")
-        chat = to_jid(sender)
+        sender = to_jid(req.sender)
+        quoted = None
+        if req.quoted_id is not None:
+            # A message this session sent is its own account's; anything else the contact's.
+            ours = req.quoted_id in session.sent
+            quoted = Quoted(req.quoted_id, self.devices[session.device_id].jid if ours else sender)
         message = sim.MessageFrame(
-            message_id=self._message_id(), chat=chat, sender=chat, timestamp=_time(now), text=text
+            message_id=self._message_id(),
+            chat=req.group or sender,
+            sender=sender,
+            timestamp=_time(now),
+            type=kind,
+            text=req.text,
+            media=media,
+            quoted=quoted,
+            mentions=req.mentions,
+            poll=req.poll,
+            **parts(req),
         )
         session.inbox[message.message_id] = message
         session.counters.inbound += 1
@@ -371,8 +459,12 @@ class World:
                 dropped = True
         return dropped
 
-    def faults(self, session_id: str, send_errors: int) -> None:
-        self._known(session_id).failing_sends = send_errors
+    def faults(self, session_id: str, send_errors: int | None, download_errors: int | None) -> None:
+        session = self._known(session_id)
+        if send_errors is not None:
+            session.failing_sends = send_errors
+        if download_errors is not None:
+            session.failing_downloads = download_errors
 
     def ban(self, session_id: str, seconds: int, now: float) -> bool:
         session = self._known(session_id)
@@ -398,6 +490,8 @@ class World:
                     received=dict(s.counters.received) if refs else {},
                     media=dict(s.counters.media),
                     media_sha256=dict(s.counters.media_sha256) if refs else {},
+                    kinds=dict(s.counters.kinds),
+                    targets=dict(s.counters.targets) if refs else {},
                 )
                 for s in chosen
             },

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from services.common.config import Settings
-from services.wactl import credentials, events, history, queues, send, sessions, sim
+from services.wactl import credentials, events, history, media, queues, send, sessions, sim
 from services.wactl.arguments import given
 from services.wactl.exits import fail
 from services.wactl.running import Options
@@ -34,6 +34,7 @@ app.add_typer(sessions.app, name="session")
 app.add_typer(queues.queue_app, name="queue")
 app.add_typer(queues.dlq_app, name="dlq")
 app.add_typer(history.app, name="history")
+app.add_typer(media.app, name="media")
 app.add_typer(sim.app, name="sim")
 app.add_typer(credentials.app, name="creds")
 app.command()(send.send)

@@ -16,9 +16,11 @@ import segno
 
 from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.history import OutboundRecord, StatusRecord
+from contracts.messages import MediaInfo
 from contracts.queue import DlqEntry, QueueStats, SendPolicy
 from contracts.sessions import Session
 from contracts.sim import SimStats
+from services.common.media import size_text
 
 # -------------------------------------------------------------------------- basics
 
@@ -128,6 +130,9 @@ def event_fields(event: StatusEvent | MessageEvent | OutboundEvent) -> str:
                 ("chat", event.chat),
                 ("id", event.message_id),
                 ("type", event.type if event.type != "text" else None),
+                ("reply_to", event.quoted.message_id if event.quoted else None),
+                ("mentions", ",".join(event.mentions)),
+                *message_parts(event),
                 ("text", event.text),
             ]
         )
@@ -141,6 +146,68 @@ def event_fields(event: StatusEvent | MessageEvent | OutboundEvent) -> str:
     )
 
 
+def message_parts(m: MessageEvent) -> list[tuple[str, Any]]:
+    """What a message carries besides its text, as `key=value` pairs: a file as its id, type
+    and size (or why it is missing), a reaction, edit or revoke with its target, ..."""
+    if m.media is not None:
+        return media_parts(m.media)
+    if m.reaction is not None:
+        return [("target", m.reaction.target_id), ("emoji", m.reaction.emoji or "(removed)")]
+    if m.edit is not None:
+        return [("target", m.edit.target_id), ("new_text", m.edit.text)]
+    if m.revoke is not None:
+        return [("target", m.revoke.target_id)]
+    if m.location is not None:
+        place = m.location
+        return [("lat", place.lat), ("lon", place.lon), ("name", place.name), ("address", place.address)]
+    if m.contact is not None:
+        return [("contact", m.contact.name), ("vcard", f"{len(m.contact.vcard.splitlines())} lines")]
+    if m.poll is not None:
+        return [("poll", m.poll.name), ("options", " / ".join(m.poll.options))]
+    return []
+
+
+def media_parts(media: MediaInfo) -> list[tuple[str, Any]]:
+    size = None if media.size is None else size_text(media.size)
+    if media.error is not None:
+        return [("media_error", error_text(media.error)), ("mime", media.mime), ("size", size)]
+    return [
+        ("media_id", media.media_id),
+        ("mime", media.mime),
+        ("size", size),
+        ("filename", media.filename),
+        ("seconds", media.seconds),
+        ("sha256", media.sha256),
+    ]
+
+
+def message_summary(m: MessageEvent) -> str:
+    """A message in a few words, for a table cell: a file as kind, size and id, a reaction
+    as its emoji and target, ..., then the text."""
+    what = "" if m.type == "text" else f"<{m.type}>"
+    if m.media is not None:
+        if m.media.error is not None:
+            what = f"<{m.type}: {m.media.error.code}>"
+        else:
+            size = "" if m.media.size is None else f" {size_text(m.media.size)}"
+            what = f"<{m.type}{size} {m.media.media_id}>"
+    elif m.reaction is not None:
+        what = f"<reaction {m.reaction.emoji or 'removed'} on {m.reaction.target_id}>"
+    elif m.edit is not None:
+        what = f"<edit of {m.edit.target_id}> {m.edit.text}"
+    elif m.revoke is not None:
+        what = f"<revoke of {m.revoke.target_id}>"
+    elif m.location is not None:
+        place = m.location
+        what = " ".join(x for x in (f"<location {place.lat},{place.lon}>", place.name, place.address) if x)
+    elif m.contact is not None:
+        what = f"<contact {m.contact.name}>"
+    elif m.poll is not None:
+        what = f"<poll {m.poll.name}: {' / '.join(m.poll.options)}>"
+    quote = f"(reply to {m.quoted.message_id}) " if m.quoted is not None else ""
+    return short(quote + " ".join(x for x in (what, m.text) if x), 80) or ""
+
+
 def event_line(kind: str, event: StatusEvent | MessageEvent | OutboundEvent) -> str:
     return f"{when(event.at)}  {event.session_id}  {kind:<8}  {event_fields(event)}"
 
@@ -152,17 +219,8 @@ def message_table(messages: Sequence[MessageEvent]) -> str:
     if not messages:
         return "no messages"
     return table(
-        ["TIME", "CHAT", "FROM", "MESSAGE ID", "TEXT"],
-        [
-            (
-                when(m.timestamp),
-                m.chat,
-                "me" if m.from_me else m.sender,
-                m.message_id,
-                short(m.text) or f"<{m.type}>",
-            )
-            for m in messages
-        ],
+        ["TIME", "CHAT", "FROM", "MESSAGE ID", "MESSAGE"],
+        [(when(m.timestamp), m.chat, "me" if m.from_me else m.sender, m.message_id, message_summary(m)) for m in messages],
     )
 
 

@@ -1,4 +1,5 @@
-"""`wactl send`: a text or a file, checked here as the server would, and with --wait each
+"""`wactl send`: a text or a file (maybe replying to a message), a reaction, an edit, a
+revoke, a location or a contact, checked here as the server would, and with --wait each
 further state of the send until a final one."""
 
 import asyncio
@@ -13,7 +14,7 @@ import typer
 from contracts.envelope import ContractError, decode
 from contracts.events import OutboundEvent
 from contracts.history import OutboundQuery, OutboundRecord
-from contracts.sending import SendAccepted, SendText
+from contracts.sending import SendAccepted, SendText, check_body
 from contracts.types import TERMINAL_OUTBOUND_STATES
 from services.common.config import Settings
 from services.common.media import MediaLimits, check_send, size_text
@@ -32,7 +33,11 @@ def send(
     sid: Sid,
     to: Annotated[str, typer.Argument(help="digits of an E.164 number, or a full JID")],
     text: Annotated[
-        str | None, typer.Argument(help="message text; with a file, its caption (optional)")
+        str | None,
+        typer.Argument(
+            help="message text; with a file, its caption (optional); with --react the emoji, with "
+            "--edit the new text, with --location the place's name, with --contact the name shown"
+        ),
     ] = None,
     image: Annotated[
         str | None,
@@ -52,6 +57,23 @@ def send(
         str | None, typer.Option(help="file name shown for a document (default: the file's own)")
     ] = None,
     mime: Annotated[str | None, typer.Option(help="MIME type of the file (default: guessed)")] = None,
+    reply_to: Annotated[
+        str | None, typer.Option(metavar="MESSAGE_ID", help="quote this message (with a text or a file)")
+    ] = None,
+    react: Annotated[
+        str | None, typer.Option(metavar="MESSAGE_ID", help="react to this message with TEXT ('' takes it back)")
+    ] = None,
+    edit: Annotated[
+        str | None, typer.Option(metavar="MESSAGE_ID", help="replace the text of a message the session sent")
+    ] = None,
+    revoke: Annotated[
+        str | None, typer.Option(metavar="MESSAGE_ID", help="delete a message the session sent, for everyone")
+    ] = None,
+    location: Annotated[str | None, typer.Option(metavar="LAT,LON", help="send a location")] = None,
+    address: Annotated[str | None, typer.Option(help="the address of --location")] = None,
+    contact: Annotated[
+        str | None, typer.Option(metavar="VCF", help="send the contact card of a .vcf file")
+    ] = None,
     send_id: Annotated[str | None, typer.Option("--id", help="idempotency key (default: a new uuid)")] = None,
     send_at: Annotated[str | None, typer.Option(help="send no earlier than this RFC 3339 time")] = None,
     expires_at: Annotated[str | None, typer.Option(help="give up after this RFC 3339 time")] = None,
@@ -61,11 +83,13 @@ def send(
     timeout: Annotated[float, typer.Option(help="seconds --wait waits for a final state")] = 60.0,
     as_json: Json = False,
 ) -> None:
-    """Send a text message, or a file with an optional caption (queued durably; sent to
-    WhatsApp at most once per id). A local file goes inline (up to WA_MEDIA_INLINE_MAX,
-    700 KiB by default); put larger ones at a URL the gateway can reach."""
+    """Send a text message, or a file with an optional caption, or a reaction, an edit, a
+    revoke, a location or a contact (queued durably; sent to WhatsApp at most once per id).
+    A local file goes inline (up to WA_MEDIA_INLINE_MAX, 700 KiB by default); put larger
+    ones at a URL the gateway can reach."""
     sources = given(image=image, document=document, audio=audio, video=video)
-    raw = given(id=send_id or str(uuid.uuid4()), to=to, text=text, send_at=send_at, expires_at=expires_at)
+    raw = given(id=send_id or str(uuid.uuid4()), to=to, send_at=send_at, expires_at=expires_at, reply_to=reply_to)
+    raw.update(message_body(text, react=react, edit=edit, revoke=revoke, location=location, address=address, contact=contact))
     message = checked_send(raw, sources, filename, mime, ctx.obj.settings)
     with_nats(ctx, lambda gateway: send_and_follow(gateway, sid, message, wait, timeout, as_json))
 
@@ -83,10 +107,60 @@ def checked_send(
         raw["media"] = media_body(kind, source, filename, mime, settings)
     try:  # checked here as the server would, with the same messages
         message = decode(render.to_json(raw).encode(), SendText)
+        check_body(message)
         check_send(message, MediaLimits.from_settings(settings))
     except ContractError as exc:
         fail(f"error {exc.code}: {exc.message}")
     return message
+
+
+def message_body(
+    text: str | None,
+    *,
+    react: str | None,
+    edit: str | None,
+    revoke: str | None,
+    location: str | None,
+    address: str | None,
+    contact: str | None,
+) -> dict[str, Any]:
+    """The body of a send: the text as it is, or what one of the options makes of it."""
+    chosen = given(react=react, edit=edit, revoke=revoke, location=location, contact=contact)
+    if len(chosen) > 1:
+        fail("give at most one of --react, --edit, --revoke, --location, --contact")
+    if address is not None and location is None:
+        fail("--address goes with --location")
+    if react is not None:
+        return {"reaction": {"target_id": react, "emoji": text or ""}}
+    if edit is not None:
+        return {"edit": {"target_id": edit, "text": text or ""}}
+    if revoke is not None:
+        if text is not None:
+            fail("--revoke takes no text")
+        return {"revoke": {"target_id": revoke}}
+    if location is not None:
+        lat, _, lon = location.partition(",")
+        try:
+            place: dict[str, Any] = {"lat": float(lat), "lon": float(lon)}
+        except ValueError:
+            fail(f"--location: expected LAT,LON in degrees, e.g. 52.52,13.405; got {location!r}")
+        return {"location": {**place, **given(name=text, address=address)}}
+    if contact is not None:
+        try:
+            vcard = Path(contact).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            fail(f"--contact: cannot read {contact}: {getattr(exc, 'strerror', None) or exc}")
+        return {"contact": {"name": text or vcard_name(vcard), "vcard": vcard}}
+    return given(text=text)
+
+
+def vcard_name(vcard: str) -> str:
+    """The formatted name (FN) of a vCard, or "" (the server then says a name is needed)."""
+    for line in vcard.splitlines():
+        key, _, value = line.partition(":")
+        if key.split(";")[0].strip().upper() == "FN":
+            return value.strip()
+    return ""
 
 
 def media_body(

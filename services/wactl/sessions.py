@@ -1,4 +1,5 @@
-"""`wactl session`: create, list, get, pair, log out, reconnect, delete, and the send policy."""
+"""`wactl session`: create, list, get, pair, log out, reconnect, delete, read marks, and the
+send policy."""
 
 import asyncio
 from typing import Annotated, Any
@@ -11,6 +12,8 @@ from contracts.events import StatusEvent
 from contracts.queue import PolicyRequest, SendPolicy
 from contracts.sessions import (
     Empty,
+    MarkedRead,
+    MarkRead,
     PairByCode,
     PairByQr,
     PairStarted,
@@ -20,7 +23,7 @@ from contracts.sessions import (
     SessionList,
 )
 from services.wactl import render
-from services.wactl.arguments import Json, Sid
+from services.wactl.arguments import Json, Sid, given
 from services.wactl.exits import EXIT_TIMEOUT, Failure, fail
 from services.wactl.gateway import Gateway, convert, decode_event
 from services.wactl.running import ask, subjects, with_nats
@@ -86,6 +89,24 @@ def session_delete(ctx: typer.Context, sid: Sid, as_json: Json = False) -> None:
 def session_reconnect(ctx: typer.Context, sid: Sid, as_json: Json = False) -> None:
     """Drop the connection and connect again now (skips any backoff)."""
     ask(ctx, subjects(ctx).session(sid, "reconnect"), Empty(), Session, render.session_detail, as_json)
+
+
+@app.command("read")
+def session_read(
+    ctx: typer.Context,
+    sid: Sid,
+    chat: Annotated[str, typer.Argument(help="the chat: digits of a number, or a JID (a group's)")],
+    message_ids: Annotated[list[str], typer.Argument(help="the messages to mark read", show_default=False)],
+    sender: Annotated[str | None, typer.Option(help="in a group: the messages' author")] = None,
+    as_json: Json = False,
+) -> None:
+    """Mark messages read (the contact sees blue ticks); sent at once, not queued."""
+    try:  # checked here as the server would
+        body = decode(render.to_json(given(chat=chat, message_ids=message_ids, sender=sender)).encode(), MarkRead)
+    except ContractError as exc:
+        fail(f"error {exc.code}: {exc.message}")
+    show = lambda r: f"marked read in {r.chat}: {', '.join(r.message_ids)}"  # noqa: E731
+    ask(ctx, subjects(ctx).session(sid, "read"), body, MarkedRead, show, as_json)
 
 
 @app.command("pair")

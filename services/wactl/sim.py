@@ -1,10 +1,15 @@
 """`wactl sim`: the controls of the simulated WhatsApp (development and tests): the phone
 scans, contacts write and read, connections drop, accounts get unlinked or banned."""
 
-from typing import Annotated
+import base64
+import mimetypes
+from pathlib import Path
+from typing import Annotated, Any
 
+import msgspec
 import typer
 
+from contracts.envelope import ContractError, decode
 from contracts.sessions import Empty
 from contracts.sim import (
     BanRequest,
@@ -18,7 +23,8 @@ from contracts.sim import (
     StatsRequest,
 )
 from services.wactl import render
-from services.wactl.arguments import Json, Sid, check_sid
+from services.wactl.arguments import Json, Sid, check_sid, given
+from services.wactl.exits import fail
 from services.wactl.running import ask, subjects
 
 app = typer.Typer(help="Control the simulated WhatsApp (development and tests).", no_args_is_help=True)
@@ -42,12 +48,56 @@ def sim_inbound(
     ctx: typer.Context,
     sid: Sid,
     sender: Annotated[str, typer.Option("--from", help="the contact's number (digits)")],
-    text: Annotated[str, typer.Option(help="message text")],
+    text: Annotated[str | None, typer.Option(help="message text; with --file, its caption")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--type", help="image, video, audio, voice, document, sticker, unknown, ...")
+    ] = None,
+    file: Annotated[str | None, typer.Option(metavar="PATH", help="a file the contact sends (inline)")] = None,
+    mime: Annotated[str | None, typer.Option(help="the file's MIME type (default: guessed from its name)")] = None,
+    quoted_id: Annotated[str | None, typer.Option(help="the message this one replies to")] = None,
+    group: Annotated[str | None, typer.Option(help="sent in this group (a ...@g.us JID)")] = None,
+    extra: Annotated[
+        str | None,
+        typer.Option(
+            "--with",
+            metavar="JSON",
+            help='more of the request, e.g. \'{"reaction": {"target_id": "3EB0...", "emoji": "👍"}}\'',
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
-    """A contact sends a message to the linked account."""
-    body = InboundRequest(sender=sender, text=text)
+    """A contact sends a message to the linked account: a text, a file, a reply, a group
+    message, or (with --with) a reaction, edit, revoke, location, contact or poll."""
+    fields = given(**{"from": sender}, text=text, type=kind, quoted_id=quoted_id, group=group)
+    if file is not None:
+        fields["media"] = inbound_file(file, mime)
+        fields.setdefault("type", kind_of(fields["media"]["mime"]))
+    if extra is not None:
+        try:
+            fields.update(msgspec.json.decode(extra))
+        except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            fail(f"--with: not a JSON object: {exc}")
+    try:  # checked here as the simulator would
+        body = decode(msgspec.json.encode(fields), InboundRequest)
+    except ContractError as exc:
+        fail(f"error {exc.code}: {exc.message}")
     ask(ctx, subjects(ctx).sim(sid, "inbound"), body, InboundReply, lambda r: f"sent {r.message_id}", as_json)
+
+
+def inbound_file(path: str, mime: str | None) -> dict[str, Any]:
+    source = Path(path).expanduser()
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        fail(f"--file: cannot read {path}: {exc.strerror or exc}")
+    guessed = mime or mimetypes.guess_type(source.name)[0] or "application/octet-stream"
+    return {"base64": base64.b64encode(data).decode(), "mime": guessed, "filename": source.name}
+
+
+def kind_of(mime: str) -> str:
+    """The kind of message a file makes by default: its MIME type's, else a document."""
+    major = mime.split("/", 1)[0]
+    return major if major in ("image", "video", "audio") else "document"
 
 
 @app.command("read")

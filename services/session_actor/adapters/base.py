@@ -11,13 +11,41 @@ Two implementations: `sim.SimClient` (the simulated WhatsApp service, over NATS)
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import ClassVar
 
+from contracts.messages import MessageParts, SendableParts
 from services.session_actor import machine
+
+
+class MediaFetchError(Exception):
+    """A file of an inbound message that could not be downloaded. `permanent`: it is not
+    there to be had (expired at WhatsApp, no longer on its servers); anything else is worth
+    another attempt."""
+
+    def __init__(self, code: str, message: str, *, permanent: bool = False) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, kw_only=True)
+class InboundMedia:
+    """The file of an inbound message as the message describes it; `download()` fetches its
+    bytes from WhatsApp (raises MediaFetchError)."""
+
+    mime: str
+    download: Callable[[], Awaitable[bytes]] = field(compare=False, repr=False)
+    size: int | None = None  # as the sender declared it
+    sha256: str | None = None  # as the sender declared it (hex)
+    filename: str | None = None
+    seconds: int | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,9 +56,12 @@ class InboundMessage:
     from_me: bool
     type: str
     timestamp: datetime
-    text: str | None = None
+    text: str | None = None  # the text, or a file's caption
+    media: InboundMedia | None = None
+    # What else it carries: a quote, mentions, or what it is (a reaction, a location, ...).
+    parts: MessageParts = field(default_factory=MessageParts)
     # Called once the message is safely published; WhatsApp redelivers unacked messages.
-    ack: Callable[[], Awaitable[None]] | None = None
+    ack: Callable[[], Awaitable[None]] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,28 @@ class OutgoingMedia:
 
 
 @dataclass(frozen=True)
+class MessageRef:
+    """A message a send points at (the one a reply quotes, or a reaction's, edit's or
+    revoke's target): whose it is, as far as the actor knows."""
+
+    message_id: str
+    from_me: bool
+    sender: str | None = None  # its author, where known (a group's messages need it)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outgoing:
+    """One message to send: exactly one body (a text, a file with its caption, or one of the
+    parts); `reply_to` with a text or a file, `target` with a reaction, edit or revoke."""
+
+    text: str | None = None
+    media: OutgoingMedia | None = None
+    parts: SendableParts = field(default_factory=SendableParts)
+    reply_to: MessageRef | None = None
+    target: MessageRef | None = None
+
+
+@dataclass(frozen=True)
 class SendResult:
     message_id: str
     timestamp: datetime
@@ -143,16 +196,14 @@ class WhatsAppClient(abc.ABC):
         """Ask for a phone pairing code (after the first QR); returns it, e.g. `ABCD-EFGH`."""
 
     @abc.abstractmethod
-    async def send_text(self, to_jid: str, text: str, ref: str) -> SendResult:
-        """Send a text; `ref` is our idempotency id (WhatsApp itself never sees it).
-
-        Raises SendError.
-        """
+    async def send(self, to_jid: str, message: Outgoing, ref: str) -> SendResult:
+        """Send a message (a file is uploaded first where WhatsApp needs it); `ref` is our
+        idempotency id (WhatsApp itself never sees it). Raises SendError."""
 
     @abc.abstractmethod
-    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
-        """Send an image, document, audio or video (uploaded first where WhatsApp needs it);
-        `ref` as for send_text. Raises SendError."""
+    async def mark_read(self, chat: str, message_ids: Sequence[str], sender: str | None) -> None:
+        """Send read receipts for messages of `chat` (`sender`: their author, in a group).
+        Raises SendError."""
 
     @abc.abstractmethod
     async def show_typing(self, to_jid: str) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,9 +29,12 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.errors import NotFoundError
+from nats.js.object_store import ObjectStore
 
 from contracts import sim
 from contracts.envelope import ContractError
+from contracts.messages import MessageParts, parts
 from contracts.types import utcnow
 from services.common.bus import request
 from services.common.config import Settings
@@ -43,15 +46,18 @@ from services.session_actor.adapters.base import (
     ClientFactory,
     Clock,
     Emit,
+    InboundMedia,
     InboundMessage,
+    MediaFetchError,
     OfflineSyncCompleted,
-    OutgoingMedia,
+    Outgoing,
     Receipt,
     SendError,
     SendResult,
     StoreChanged,
     WhatsAppClient,
 )
+from services.session_actor.inbound_media import MEDIA_DOWNLOAD_FAILED, MEDIA_UNAVAILABLE
 
 log = structlog.get_logger(__name__)
 
@@ -218,33 +224,49 @@ class SimClient(WhatsAppClient):
         )
         return msgspec.convert(data, sim.PairPhoneReply).code
 
-    async def send_text(self, to_jid: str, text: str, ref: str) -> SendResult:
+    async def send(self, to_jid: str, message: Outgoing, ref: str) -> SendResult:
         conn = self._open_connection()
         if conn is None:
             raise SendError(sim.NOT_CONNECTED, "not connected to WhatsApp")
-        return await self._send("send", sim.SendRequest(conn.conn_id, to_jid, text, ref))
+        reply_to = None if message.reply_to is None else message.reply_to.message_id
+        body: msgspec.Struct
+        if message.media is not None:
+            media = message.media
+            # What a real client sends after uploading: the file's description, not the file.
+            body = sim.SendMediaRequest(
+                conn_id=conn.conn_id,
+                to=to_jid,
+                ref=ref,
+                kind=media.kind,  # type: ignore[arg-type]
+                mime=media.mime,
+                size=len(media.data),
+                sha256=await off_loop_if_large(len(media.data), _sha256, media.data),
+                filename=media.filename,
+                caption=media.caption,
+                reply_to=reply_to,
+            )
+        else:
+            body = sim.SendRequest(
+                conn_id=conn.conn_id,
+                to=to_jid,
+                ref=ref,
+                text=message.text,
+                reply_to=reply_to,
+                **parts(message.parts),
+            )
+        reply = msgspec.convert(await self._call("send_media" if message.media else "send", body), sim.SendReply)
+        return SendResult(reply.message_id, reply.timestamp)
 
-    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
+    async def mark_read(self, chat: str, message_ids: Sequence[str], sender: str | None) -> None:
         conn = self._open_connection()
         if conn is None:
             raise SendError(sim.NOT_CONNECTED, "not connected to WhatsApp")
-        # What a real client sends after uploading: the file's description, not the file.
-        body = sim.SendMediaRequest(
-            conn_id=conn.conn_id,
-            to=to_jid,
-            ref=ref,
-            kind=media.kind,  # type: ignore[arg-type]
-            mime=media.mime,
-            size=len(media.data),
-            sha256=await off_loop_if_large(len(media.data), _sha256, media.data),
-            filename=media.filename,
-            caption=media.caption,
-        )
-        return await self._send("send_media", body)
+        await self._call("mark_read", sim.MarkReadRequest(conn.conn_id, chat, list(message_ids), sender))
 
-    async def _send(self, op: str, body: msgspec.Struct) -> SendResult:
+    async def _call(self, op: str, body: msgspec.Struct) -> Any:
+        """A request that makes WhatsApp send something; its failures as SendErrors."""
         try:
-            data = await self._factory.call(op, body, SEND_TIMEOUT)
+            return await self._factory.call(op, body, SEND_TIMEOUT)
         except nats.errors.TimeoutError:
             raise SendError(
                 "timeout", "no answer from WhatsApp: the message may have gone out", ambiguous=True
@@ -253,8 +275,23 @@ class SimClient(WhatsAppClient):
             raise SendError(sim.NOT_CONNECTED, f"WhatsApp unreachable: {exc!r}") from None
         except ContractError as exc:
             raise SendError(exc.code, exc.message, permanent=exc.code in PERMANENT_SEND_ERRORS) from None
-        reply = msgspec.convert(data, sim.SendReply)
-        return SendResult(reply.message_id, reply.timestamp)
+
+    async def _download(self, media: sim.SimMedia) -> bytes:
+        """A file of an inbound message: WhatsApp's media server is asked (over the current
+        connection, as the one it came on may be gone), then the bytes are read."""
+        conn = self._open_connection()
+        if conn is None:
+            raise MediaFetchError(MEDIA_DOWNLOAD_FAILED, "not connected to WhatsApp")
+        try:
+            await self._factory.call("download", sim.DownloadRequest(conn.conn_id, media.direct_path), REQUEST_TIMEOUT)
+            bucket = await self._factory.media_bucket()
+            return (await bucket.get(media.direct_path)).data or b""
+        except NotFoundError:  # the object (or the bucket) is gone
+            raise MediaFetchError(
+                MEDIA_UNAVAILABLE, "the file is no longer on WhatsApp's media servers", permanent=True
+            ) from None
+        except (nats.errors.Error, ContractError) as exc:
+            raise MediaFetchError(MEDIA_DOWNLOAD_FAILED, f"WhatsApp's media server: {exc}") from None
 
     async def show_typing(self, to_jid: str) -> None:
         conn = self._open_connection()
@@ -314,24 +351,39 @@ class SimClient(WhatsAppClient):
                 self._store.rotate_keys(generation, keys)
                 self._emit(StoreChanged())
             case sim.MessageFrame():
-                self._emit(
-                    InboundMessage(
-                        message_id=frame.message_id,
-                        chat=frame.chat,
-                        sender=frame.sender,
-                        from_me=False,
-                        type=frame.type,
-                        timestamp=frame.timestamp,
-                        text=frame.text,
-                        ack=partial(self._ack, conn.conn_id, frame.message_id),
-                    )
-                )
+                self._emit(self._inbound(conn, frame))
             case sim.ReceiptFrame(kind=kind, message_ids=message_ids, chat=chat, receipt_id=receipt_id):
                 self._emit(
                     Receipt(kind, tuple(message_ids), chat, ack=partial(self._ack, conn.conn_id, receipt_id))
                 )
             case sim.OfflineSyncCompletedFrame(count=count):
                 self._emit(OfflineSyncCompleted(count))
+
+    def _inbound(self, conn: _Connection, frame: sim.MessageFrame) -> InboundMessage:
+        file = frame.media
+        return InboundMessage(
+            message_id=frame.message_id,
+            chat=frame.chat,
+            sender=frame.sender,
+            from_me=False,
+            type=frame.type,
+            timestamp=frame.timestamp,
+            text=frame.text,
+            media=None
+            if file is None
+            else InboundMedia(
+                mime=file.mime,
+                download=partial(self._download, file),
+                size=file.size,
+                sha256=file.sha256,
+                filename=file.filename,
+                seconds=file.seconds,
+                width=file.width,
+                height=file.height,
+            ),
+            parts=MessageParts(**parts(frame, MessageParts)),
+            ack=partial(self._ack, conn.conn_id, frame.message_id),
+        )
 
     async def _ack(self, conn_id: str, message_id: str) -> None:
         """Best effort: an ack lost with its connection only means the frame comes again."""
@@ -371,6 +423,7 @@ class SimClientFactory(ClientFactory):
         self._open: dict[str, SimClient] = {}  # open connections of this node
         self._keepalive: asyncio.Task[None] | None = None
         self._may_act: Callable[[], bool] = lambda: True
+        self._media: ObjectStore | None = None
 
     async def start(self, may_act: Callable[[], bool] = lambda: True) -> None:
         self._may_act = may_act
@@ -386,6 +439,12 @@ class SimClientFactory(ClientFactory):
     async def call(self, op: str, body: msgspec.Struct, timeout: float) -> Any:
         """One wire request; returns `data`, raises ContractError or nats.errors.Error."""
         return await request(self.nc, self.settings.subjects.sim_wire(op), body, timeout)
+
+    async def media_bucket(self) -> ObjectStore:
+        """The simulated WhatsApp's media servers (the simulator creates the bucket)."""
+        if self._media is None:
+            self._media = await self.nc.jetstream().object_store(self.settings.subjects.sim_media_bucket)
+        return self._media
 
     def track(self, conn_id: str, client: SimClient) -> None:
         self._open[conn_id] = client

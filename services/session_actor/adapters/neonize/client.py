@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,7 +24,9 @@ from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
     Clock,
     Emit,
+    MediaFetchError,
     OfflineSyncCompleted,
+    Outgoing,
     OutgoingMedia,
     SendError,
     SendResult,
@@ -37,6 +39,7 @@ from services.session_actor.adapters.neonize.guard import GoMapGuard
 from services.session_actor.adapters.neonize.library import Library
 from services.session_actor.adapters.neonize.protobufs import pb
 from services.session_actor.adapters.neonize.snapshot import serialize_store
+from services.session_actor.inbound_media import MEDIA_DOWNLOAD_FAILED
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,7 @@ STOP_TIMEOUT = 10.0
 KNOWN_RECIPIENTS_LIMIT = 10_000
 CHAT_PRESENCE_COMPOSING = 0  # neonize.utils.enum.ChatPresence
 CHAT_PRESENCE_MEDIA_TEXT = 0  # neonize.utils.enum.ChatPresenceMedia
+RECEIPT_READ = b"read"  # neonize.utils.enum.ReceiptType.READ
 
 _incarnation_numbers = itertools.count(1)
 
@@ -186,25 +190,58 @@ class NeonizeClient(WhatsAppClient):
             raise PairingError(result.Error)
         return result.Code
 
-    async def send_text(self, to_jid: str, text: str, ref: str) -> SendResult:
+    async def send(self, to_jid: str, message: Outgoing, ref: str) -> SendResult:
         incarnation, recipient = await self._sendable(to_jid)
+        upload = None if message.media is None else await self._upload(incarnation, message.media)
+        built = translate.outgoing_message(
+            to_jid, message, own_jid=incarnation.jid, now_ms=int(time.time() * 1000), upload=upload
+        )
         # `ref` stays ours: neonize cannot set custom message ids, WhatsApp assigns one.
-        return await self._send_message(incarnation, recipient, translate.text_message(text))
+        return await self._send_message(incarnation, recipient, built)
 
-    async def send_media(self, to_jid: str, media: OutgoingMedia, ref: str) -> SendResult:
-        incarnation, recipient = await self._sendable(to_jid)
+    async def _upload(self, incarnation: Incarnation, media: OutgoingMedia) -> Any:
         # whatsmeow encrypts the file with a fresh media key and uploads it to WhatsApp's
         # media servers; the message then carries the key, hashes and path. neonize's own
         # build_*_message helpers are not used: they sniff with libmagic and run ffmpeg/PIL
         # for thumbnails and durations (optional fields, left out here).
         raw = await self._factory.guard.read(
-            self._lib.gocode.Upload, incarnation.uuid, media.data, len(media.data), translate.MEDIA_TYPES[media.kind]
+            self._lib.gocode.Upload, incarnation.uuid, media.data, len(media.data), translate.UPLOAD_TYPES[media.kind]
         )
         result = pb.UploadReturnFunction.FromString(raw)
         if result.Error:
             raise translate.upload_error(result.Error)
-        message = translate.media_message(media, result.UploadResponse, int(time.time()))
-        return await self._send_message(incarnation, recipient, message)
+        return result.UploadResponse
+
+    async def mark_read(self, chat: str, message_ids: Sequence[str], sender: str | None) -> None:
+        incarnation = self._current
+        if incarnation is None or not self._connected:
+            raise SendError("not_connected", "the session is not connected")
+        chat_jid = translate.recipient_jid(chat).SerializeToString()
+        # In a chat of two the sender is the chat; whatsmeow names a group's by its user JID.
+        author = translate.recipient_jid(translate.non_ad(sender) if sender else chat).SerializeToString()
+        error = (
+            await self._factory.guard.read(
+                self._lib.gocode.MarkRead, incarnation.uuid, " ".join(message_ids).encode(), int(time.time()),
+                chat_jid, len(chat_jid), author, len(author), RECEIPT_READ,
+            )
+        ).decode()  # fmt: skip
+        if error:
+            raise translate.send_error(error)
+
+    async def _download(self, message: Any) -> bytes:
+        """A file of an inbound message, through whatsmeow's own DownloadAny (which fetches,
+        decrypts and checks it), on an executor thread like every Go call."""
+        incarnation = self._current
+        if incarnation is None or not self._connected:
+            raise MediaFetchError(MEDIA_DOWNLOAD_FAILED, "the session is not connected")
+        payload = message.SerializeToString()
+        # The guard lets other calls in MAP_READ_GRACE after this one starts: DownloadAny reads
+        # goneonize's client map first thing only, then spends its time on the network.
+        raw = await self._factory.guard.read(self._lib.gocode.DownloadAny, incarnation.uuid, payload, len(payload))
+        result = pb.DownloadReturnFunction.FromString(raw)
+        if result.Error:
+            raise translate.download_error(result.Error)
+        return result.Binary
 
     async def _sendable(self, to_jid: str) -> tuple[Incarnation, Any]:
         """The live incarnation and the recipient's JID, or SendError."""
@@ -359,7 +396,7 @@ class NeonizeClient(WhatsAppClient):
         self._end(incarnation, m.Disconnected(self._clock(), "the connection to WhatsApp dropped"))
 
     def _on_message(self, incarnation: Incarnation, event: Any) -> None:
-        inbound = translate.inbound_message(event)
+        inbound = translate.inbound_message(event, self._download)
         if inbound is not None:
             self._emit(inbound)
 

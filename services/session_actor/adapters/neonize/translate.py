@@ -1,27 +1,51 @@
 """Translation between whatsmeow's protobuf messages (as neonize ships them) and ours.
 
 Pure: no Go library (`protobufs` reaches the classes without it), no clock, no I/O. Inbound:
-events and WhatsApp messages become the machine's inputs and the adapter's own events.
-Outbound: our recipients, texts and files become the protobufs Go takes. And Go's error
-texts become SendErrors.
+events and WhatsApp messages (every kind: texts, files, quotes, mentions, reactions, edits,
+revokes, locations, contacts, polls) become the machine's inputs and the adapter's own
+events. Outbound: our recipients and messages become the protobufs Go takes. And Go's error
+texts become SendErrors (MediaFetchErrors for downloads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import msgspec
+
+from contracts.messages import (
+    MEDIA_TYPES,
+    Contact,
+    Edit,
+    Location,
+    MessageParts,
+    Poll,
+    Quoted,
+    Reaction,
+    Revoke,
+    SendableParts,
+)
 from services.session_actor import machine as m
 from services.session_actor.adapters.base import (
+    InboundMedia,
     InboundMessage,
+    MediaFetchError,
+    MessageRef,
+    Outgoing,
     OutgoingMedia,
     Receipt,
     SendError,
     Undecryptable,
 )
 from services.session_actor.adapters.neonize.protobufs import e2e, pb
+from services.session_actor.inbound_media import MEDIA_DOWNLOAD_FAILED, MEDIA_UNAVAILABLE
 
 # whatsmeow's numeric codes for neonize's enum names; an unmapped code arrives unset.
 CONNECT_FAILURE_CODES = {
@@ -45,8 +69,11 @@ TEMP_BAN_CODES = {
 }
 RECEIPT_KINDS = {"DELIVERED": "delivered", "READ": "read", "PLAYED": "played"}
 # Media kinds: neonize's MediaType values (what goneonize's Upload takes) and Message fields.
-MEDIA_TYPES = {"image": 0, "video": 1, "audio": 2, "document": 3}
+UPLOAD_TYPES = {"image": 0, "video": 1, "audio": 2, "document": 3}
 MEDIA_FIELDS = {"image": "imageMessage", "video": "videoMessage", "audio": "audioMessage", "document": "documentMessage"}
+# whatsmeow's download errors for a file that is not to be had (404 and 410 from its media
+# servers: expired or deleted; a message with nothing to download).
+FILE_GONE = ("status code 404", "status code 410", "no url present", "didn't find any attachments")
 PAIR_CLIENT_CHROME = 1  # goneonize's pairClientTypeFromInt
 PAIR_CLIENT_NAME = "Chrome (Linux)"  # WhatsApp requires "Browser (OS)"
 
@@ -67,27 +94,8 @@ MESSAGE_WRAPPERS = (
     "documentWithCaptionMessage",
     "editedMessage",
 )
-# (field, type, its text attribute: "" for the field itself, None for no text), checked in order.
-MESSAGE_KINDS: tuple[tuple[str, str, str | None], ...] = (
-    ("conversation", "text", ""),
-    ("extendedTextMessage", "text", "text"),
-    ("imageMessage", "image", "caption"),
-    ("videoMessage", "video", "caption"),
-    ("ptvMessage", "video", "caption"),
-    ("audioMessage", "audio", None),
-    ("documentMessage", "document", "caption"),
-    ("stickerMessage", "sticker", None),
-    ("locationMessage", "location", "name"),
-    ("liveLocationMessage", "location", "caption"),
-    ("contactMessage", "contact", "displayName"),
-    ("contactsArrayMessage", "contact", "displayName"),
-    ("reactionMessage", "reaction", "text"),
-    ("pollCreationMessage", "poll", "name"),
-    ("pollCreationMessageV2", "poll", "name"),
-    ("pollCreationMessageV3", "poll", "name"),
-    ("pollUpdateMessage", "poll_vote", None),
-)
-# Protocol plumbing (revokes, key shares, history sync notices), not user content.
+# Protocol plumbing (key shares, history sync notices; protocol messages other than edits
+# and revokes), not user content.
 PLUMBING_FIELDS = ("protocolMessage", "senderKeyDistributionMessage", "messageContextInfo")
 
 
@@ -162,45 +170,194 @@ def stream_error(event: Any, now: float) -> m.Disconnected:
     return m.Disconnected(now, f"stream error {event.Code or 'without code'}")
 
 
-def message_content(message: Any) -> tuple[str, str | None] | None:
-    """(type, text) of a WhatsApp message; None for protocol plumbing nobody should see."""
-    unwrapped = True
-    while unwrapped:
-        unwrapped = False
+@dataclass(frozen=True)
+class Content:
+    """What a WhatsApp message says, in our terms. `part` is the field of the message that
+    holds it (`field`), where a file's description and the quote's context are read."""
+
+    type: str
+    text: str | None = None
+    field: str | None = None
+    part: Any = None
+    parts: MessageParts = dataclass_field(default_factory=MessageParts)
+
+
+def _plain(kind: str, text_attribute: str | None = None) -> Callable[[str, Any], Content]:
+    def read(field: str, part: Any) -> Content:
+        text = getattr(part, text_attribute) if text_attribute else None
+        return Content(kind, text or None, field, part)
+
+    return read
+
+
+def _audio(field: str, part: Any) -> Content:
+    return Content("voice" if part.PTT else "audio", None, field, part)
+
+
+def _location(field: str, part: Any) -> Content:
+    place = Location(
+        lat=part.degreesLatitude,
+        lon=part.degreesLongitude,
+        name=getattr(part, "name", "") or None,
+        address=getattr(part, "address", "") or None,
+    )
+    return Content("location", getattr(part, "caption", "") or None, field, part, MessageParts(location=place))
+
+
+def _contact(field: str, part: Any) -> Content:
+    return Content("contact", None, field, part, MessageParts(contact=Contact(part.displayName, part.vcard)))
+
+
+def _contacts(field: str, part: Any) -> Content:
+    # Several cards are one vCard text holding each of them, as in a .vcf file.
+    name = part.displayName or (part.contacts[0].displayName if part.contacts else "")
+    vcard = "\n".join(card.vcard.strip() for card in part.contacts)
+    return Content("contact", None, field, part, MessageParts(contact=Contact(name, vcard)))
+
+
+def _reaction(field: str, part: Any) -> Content:
+    return Content("reaction", None, field, part, MessageParts(reaction=Reaction(part.key.ID, part.text)))
+
+
+def _poll(field: str, part: Any) -> Content:
+    poll = Poll(part.name, [option.optionName for option in part.options])
+    return Content("poll", None, field, part, MessageParts(poll=poll))
+
+
+# Message fields we read, in the order they are checked, and how.
+MESSAGE_READERS: dict[str, Callable[[str, Any], Content]] = {
+    "conversation": lambda field, text: Content("text", text or None),
+    "extendedTextMessage": _plain("text", "text"),
+    "imageMessage": _plain("image", "caption"),
+    "videoMessage": _plain("video", "caption"),
+    "ptvMessage": _plain("video", "caption"),
+    "audioMessage": _audio,
+    "documentMessage": _plain("document", "caption"),
+    "stickerMessage": _plain("sticker"),
+    "locationMessage": _location,
+    "liveLocationMessage": _location,
+    "contactMessage": _contact,
+    "contactsArrayMessage": _contacts,
+    "reactionMessage": _reaction,
+    "pollCreationMessage": _poll,
+    "pollCreationMessageV2": _poll,
+    "pollCreationMessageV3": _poll,
+    # Votes arrive encrypted for the poll's creator: what they say is not known here.
+    "pollUpdateMessage": _plain("unknown"),
+}
+# The field DownloadAny looks in for each field holding a file (it knows no ptvMessage).
+DOWNLOAD_FIELDS = {
+    "imageMessage": "imageMessage",
+    "videoMessage": "videoMessage",
+    "ptvMessage": "videoMessage",
+    "audioMessage": "audioMessage",
+    "documentMessage": "documentMessage",
+    "stickerMessage": "stickerMessage",
+}
+# What a file is when its message does not say.
+DEFAULT_MIME = {
+    "image": "image/jpeg",
+    "video": "video/mp4",
+    "audio": "audio/mpeg",
+    "voice": "audio/ogg; codecs=opus",
+    "document": "application/octet-stream",
+    "sticker": "image/webp",
+}
+
+
+def unwrapped(message: Any) -> Any:
+    """The message inside however many wrappers (ephemeral, view once, edited, ...)."""
+    unwrapping = True
+    while unwrapping:
+        unwrapping = False
         for wrapper in MESSAGE_WRAPPERS:
             if message.HasField(wrapper) and getattr(message, wrapper).HasField("message"):
-                message, unwrapped = getattr(message, wrapper).message, True
+                message, unwrapping = getattr(message, wrapper).message, True
                 break
-    for name, kind, text_field in MESSAGE_KINDS:
-        if message.HasField(name):
-            if text_field is None:
-                return kind, None
-            value = (
-                getattr(message, name)
-                if text_field == ""
-                else getattr(getattr(message, name), text_field, "")
-            )
-            return kind, value or None
+    return message
+
+
+def message_content(message: Any) -> Content | None:
+    """What a WhatsApp message says; None for protocol plumbing nobody should see."""
+    message = unwrapped(message)
+    for field, read in MESSAGE_READERS.items():
+        if message.HasField(field):
+            return read(field, getattr(message, field))
+    if message.HasField("protocolMessage"):
+        return _protocol(message.protocolMessage)
     if {descriptor.name for descriptor, _ in message.ListFields()} <= set(PLUMBING_FIELDS):
         return None
-    return "other", None
+    return Content("unknown")
 
 
-def inbound_message(event: Any) -> InboundMessage | None:
-    """A Message event as ours; None for protocol plumbing."""
+def _protocol(part: Any) -> Content | None:
+    """Edits and deletes for everyone; every other protocol message is plumbing."""
+    # Trap: REVOKE is the enum's first value, which an unset `type` reads as.
+    if not part.HasField("type"):
+        return None
+    if part.type == e2e.ProtocolMessage.REVOKE:
+        return Content("revoke", parts=MessageParts(revoke=Revoke(part.key.ID)))
+    if part.type == e2e.ProtocolMessage.MESSAGE_EDIT:
+        edited = message_content(part.editedMessage)
+        return Content("edit", parts=MessageParts(edit=Edit(part.key.ID, (edited.text if edited else None) or "")))
+    return None
+
+
+def with_context(content: Content) -> MessageParts:
+    """The content's parts with the message a reply quotes and the JIDs it mentions (read
+    from the part's contextInfo)."""
+    part = content.part
+    if part is None or "contextInfo" not in part.DESCRIPTOR.fields_by_name or not part.HasField("contextInfo"):
+        return content.parts
+    context = part.contextInfo
+    quoted = Quoted(context.stanzaID, context.participant or None) if context.stanzaID else None
+    return msgspec.structs.replace(content.parts, quoted=quoted, mentions=list(context.mentionedJID))
+
+
+def download_message(content: Content) -> Any:
+    """The Message DownloadAny takes for a file: its part alone, where DownloadAny looks."""
+    assert content.field is not None
+    message = e2e.Message()
+    getattr(message, DOWNLOAD_FIELDS[content.field]).CopyFrom(content.part)
+    return message
+
+
+def inbound_media(content: Content, download: Callable[[Any], Awaitable[bytes]]) -> InboundMedia:
+    """A file's description from its message part; `download(message)` fetches it."""
+    part = content.part
+
+    def given(name: str) -> Any:
+        return getattr(part, name) if name in part.DESCRIPTOR.fields_by_name and part.HasField(name) else None
+
+    sha256 = given("fileSHA256")
+    return InboundMedia(
+        mime=given("mimetype") or DEFAULT_MIME[content.type],
+        download=partial(download, download_message(content)),
+        size=given("fileLength"),
+        sha256=sha256.hex() if sha256 else None,
+        filename=given("fileName"),
+        seconds=given("seconds"),
+        width=given("width"),
+        height=given("height"),
+    )
+
+
+def inbound_message(event: Any, download: Callable[[Any], Awaitable[bytes]]) -> InboundMessage | None:
+    """A Message event as ours (its file fetched by `download`); None for protocol plumbing."""
     content = message_content(event.Message)
     if content is None:
         return None
-    kind, text = content
     info, source = event.Info, event.Info.MessageSource
     return InboundMessage(
         message_id=info.ID,
         chat=jid_string(source.Chat),
         sender=jid_string(source.Sender),
         from_me=source.IsFromMe,
-        type=kind,
+        type=content.type,
         timestamp=epoch_datetime(info.Timestamp),
-        text=text,
+        text=content.text,
+        media=inbound_media(content, download) if content.type in MEDIA_TYPES and content.part is not None else None,
+        parts=with_context(content),
         # whatsmeow acknowledges messages itself; neonize offers no manual ack.
         ack=None,
     )
@@ -268,6 +425,92 @@ def media_message(media: OutgoingMedia, upload: Any, now: int) -> Any:
     return message
 
 
+def non_ad(jid: str) -> str:
+    """A JID without agent and device (`15550001111:7@s.whatsapp.net` -> `15550001111@...`):
+    how message keys and quotes name a person."""
+    user, _, server = jid.partition("@")
+    return f"{user.split(':')[0].split('.')[0]}@{server}"
+
+
+def fill_key(key: Any, chat: str, target: MessageRef) -> None:
+    """A message key as whatsmeow's BuildMessageKey makes it: our own, or a contact's (in a
+    group, with its author)."""
+    key.remoteJID = chat
+    key.ID = target.message_id
+    key.fromMe = target.from_me
+    if not target.from_me and target.sender and chat.endswith("@g.us"):
+        key.participant = non_ad(target.sender)
+
+
+def fill_quote(context: Any, chat: str, quoted: MessageRef, own_jid: str | None) -> None:
+    """The context of a reply: the quoted message's id and author. Its content is left out
+    (WhatsApp's clients show the quote from their own copy of the message)."""
+    context.stanzaID = quoted.message_id
+    if quoted.from_me:
+        author = own_jid
+    else:
+        author = quoted.sender or (None if chat.endswith("@g.us") else chat)  # in a chat of two, the other
+    if author:
+        context.participant = non_ad(author)
+
+
+def content_part(message: Any) -> Any:
+    """The field of a built message that holds its content (where a quote's context goes)."""
+    inner = unwrapped(message)
+    ((_, part),) = inner.ListFields()
+    return part
+
+
+def outgoing_message(chat: str, message: Outgoing, *, own_jid: str | None, now_ms: int, upload: Any = None) -> Any:
+    """The Message of a send (`upload`: a file's UploadResponse), a quote in its content's
+    context where it replies."""
+    if message.media is not None:
+        built = media_message(message.media, upload, now_ms // 1000)
+    elif message.text is not None:
+        if message.reply_to is None:
+            return text_message(message.text)
+        # A conversation has no context for the quote; an extended text has.
+        built = e2e.Message(extendedTextMessage=e2e.ExtendedTextMessage(text=message.text))
+    else:
+        built = part_message(chat, message.parts, message.target, now_ms)
+    if message.reply_to is not None:
+        fill_quote(content_part(built).contextInfo, chat, message.reply_to, own_jid)
+    return built
+
+
+def part_message(chat: str, parts: SendableParts, target: MessageRef | None, now_ms: int) -> Any:
+    """A location, a contact, or a reaction, edit or revoke of `target`, as whatsmeow's
+    builders make them: a reaction keyed to its target, an edit and a revoke as protocol
+    messages about it."""
+    built = e2e.Message()
+    if parts.location is not None:
+        place = built.locationMessage
+        place.degreesLatitude, place.degreesLongitude = parts.location.lat, parts.location.lon
+        if parts.location.name is not None:
+            place.name = parts.location.name
+        if parts.location.address is not None:
+            place.address = parts.location.address
+    elif parts.contact is not None:
+        built.contactMessage.displayName = parts.contact.name
+        built.contactMessage.vcard = parts.contact.vcard
+    elif target is None:
+        raise SendError("invalid_request", "nothing to send (a reaction, edit or revoke without its target)", permanent=True)
+    elif parts.reaction is not None:
+        fill_key(built.reactionMessage.key, chat, target)
+        built.reactionMessage.text = parts.reaction.emoji
+        built.reactionMessage.senderTimestampMS = now_ms
+    elif parts.edit is not None:
+        protocol = built.editedMessage.message.protocolMessage
+        fill_key(protocol.key, chat, MessageRef(target.message_id, from_me=True))  # only one's own
+        protocol.type = e2e.ProtocolMessage.MESSAGE_EDIT
+        protocol.editedMessage.conversation = parts.edit.text
+        protocol.timestampMS = now_ms
+    elif parts.revoke is not None:
+        fill_key(built.protocolMessage.key, chat, target)  # a contact's: a group admin's delete
+        built.protocolMessage.type = e2e.ProtocolMessage.REVOKE
+    return built
+
+
 def pair_phone_params(phone: str) -> Any:
     """What PairPhone takes to ask for a pair code for `phone` (digits of it kept)."""
     return pb.PairPhoneParams(
@@ -293,6 +536,15 @@ def send_error(text: str) -> SendError:
     if "unknown server" in lowered or "invalid jid" in lowered:
         return SendError("invalid_recipient", text, permanent=True)
     return SendError("send_failed", text)
+
+
+def download_error(text: str) -> MediaFetchError:
+    """A file WhatsApp no longer has (expired, deleted) is not to be had; anything else
+    (offline, a checksum that did not match) is tried again."""
+    lowered = text.lower()
+    if any(gone in lowered for gone in FILE_GONE):
+        return MediaFetchError(MEDIA_UNAVAILABLE, f"WhatsApp no longer has the file: {text}", permanent=True)
+    return MediaFetchError(MEDIA_DOWNLOAD_FAILED, text)
 
 
 def upload_error(text: str) -> SendError:
