@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import ContractError
+from contracts.events import StatusEvent
 from services.common.bus import encode
 from services.credentials.vault import Restored
 from services.devstack.probes import wait_until
@@ -162,9 +164,13 @@ async def test_credentials_that_cannot_be_opened_stop_the_session_with_the_reaso
     world.vault.broken = "no version decrypts with the configured keys"
     start(state="connected")  # type: ignore[operator]
     await wait_until(lambda: "stopped" in world.events.states(), what="the stopped report")
-    stopped = [e for e in world.events.events if e.state == "stopped"][-1]
+    stopped = [e for e in world.events.events if isinstance(e, StatusEvent) and e.state == "stopped"][-1]
     assert stopped.reason.startswith("credentials_unusable: no version decrypts")
     assert world.clients.created == []  # nothing connects on unusable credentials
+    # The operator is told, on the bus: the alert follows the status event it comes from.
+    (alert,) = [e for e in world.events.events if isinstance(e, AlertEvent)]
+    assert (alert.kind, alert.severity, alert.state) == ("credentials_unusable", "critical", "stopped")
+    assert alert.event_id == f"{stopped.event_id}:alert" and alert.message == stopped.reason
 
 
 async def test_an_inbound_message_becomes_an_event_and_is_acknowledged(world: ActorWorld, start: object) -> None:

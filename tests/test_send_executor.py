@@ -12,11 +12,13 @@ from datetime import timedelta
 import pytest
 
 from contracts.types import utcnow
+from services.common.bus import EventPublisher
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
 from services.session_actor.adapters.base import Receipt, SendError
 from services.session_actor.outbound import SendExecutor
 from tests.fakes import (
+    SUBJECTS,
     FakeClient,
     FakeJetStream,
     FakeKV,
@@ -45,6 +47,7 @@ class Rig:
             client=lambda: self.client,
             connected=self.connected,
             may_act=lambda: self.lease_valid,
+            alert=EventPublisher(self.js, SUBJECTS).publish,  # type: ignore[arg-type]
         )
 
     async def accept(self, send_id: str, **fields: object) -> None:

@@ -29,6 +29,15 @@ _letter = msgspec.json.Decoder(DeadLetter)
 _queued = msgspec.json.Decoder(QueuedSend)
 
 
+async def oldest_age(js: JetStreamContext, stream: str, subject: str) -> float | None:
+    """Seconds since the oldest send waiting on `subject` (wildcards allowed) was accepted."""
+    try:
+        first = await js.get_msg(stream, seq=1, subject=subject, next=True)
+    except NotFoundError:
+        return None
+    return (utcnow() - _queued.decode(first.data).accepted_at).total_seconds()
+
+
 class Operations:
     def __init__(self, js: JetStreamContext, subjects: Subjects, intake: Intake) -> None:
         self._js = js
@@ -41,17 +50,11 @@ class Operations:
         queued = self._subjects.outbound(sid)
         info = await self._js.stream_info(stream, subjects_filter=queued)
         scheduled = await self._js.stream_info(stream, subjects_filter=self._subjects.scheduled(sid, "*"))
-        oldest: float | None = None
-        try:
-            first = await self._js.get_msg(stream, seq=1, subject=queued, next=True)
-            oldest = (utcnow() - _queued.decode(first.data).accepted_at).total_seconds()
-        except NotFoundError:
-            pass
         return QueueStats(
             session_id=sid,
             depth=(info.state.subjects or {}).get(queued, 0),
             scheduled=sum((scheduled.state.subjects or {}).values()),
-            oldest_age_s=oldest,
+            oldest_age_s=await oldest_age(self._js, stream, queued),
         )
 
     async def list(self, req: DlqListRequest) -> DlqList:

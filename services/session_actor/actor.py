@@ -25,9 +25,12 @@ from contracts.events import MessageEvent, StatusEvent
 from contracts.queue import SendPolicy
 from contracts.sessions import PairByCode, PairRequest, PairStarted
 from contracts.types import utcnow
+from services.common.alerts import status_alert
 from services.common.bus import new_id
+from services.common.reasons import reason_kind
 from services.credentials.vault import Restored, VaultError
 from services.session_actor import machine as m
+from services.session_actor import metrics
 from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
@@ -76,6 +79,8 @@ class SessionActor:
         self.restored: Restored | None = None
         self.state = "created"
         self.reason: str | None = None
+        # The reason of the last `disconnected` report: flapping alerts once when it starts.
+        self._last_drop: str | None = None
         self.since: datetime = utcnow()
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()
@@ -87,6 +92,7 @@ class SessionActor:
             client=lambda: self.client,
             connected=self.connected,
             may_act=host.may_act,
+            alert=host.events.publish,
         )
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -156,13 +162,17 @@ class SessionActor:
         self.sender.apply(msgspec.convert(doc.get("policy") or {}, SendPolicy))
         self._unlisten = await host.commands.listen(self.sid, self.command)
         fallback_note: str | None = None
+        started = time.monotonic()
         try:
             self.restored = await host.vault.restore(self.sid)
         except VaultError as exc:
+            metrics.VAULT_RESTORES.labels("unusable").inc()
             self.log.error("credentials unusable", error=str(exc))
             await self._report(m.Report("stopped", reason=f"credentials_unusable: {exc}"))
             self.machine.phase = "stopped"
             return True
+        metrics.VAULT_RESTORE_SECONDS.observe(time.monotonic() - started)
+        metrics.VAULT_RESTORES.labels(_restore_outcome(self.restored)).inc()
         if self.restored is not None:
             host.stores.write(self.sid, self.restored.store)
             if self.restored.skipped:
@@ -249,6 +259,7 @@ class SessionActor:
     async def _report(self, report: m.Report, pair_code: str | None = None) -> None:
         if not self._may_act():
             return
+        previous = self.state
         if report.state != self.state:
             self.since = utcnow()
         self.state, self.reason = report.state, report.reason
@@ -272,20 +283,36 @@ class SessionActor:
             return
         if not self._may_act():
             return  # paused after the write: the event would arrive after a newer owner's
-        await self.host.events.publish(
-            StatusEvent(
-                event_id=new_id(),
-                session_id=self.sid,
-                at=utcnow(),
-                state=report.state,  # type: ignore[arg-type]
-                reason=report.reason,
-                node=self.host.node_id,
-                jid=report.jid,
-                qr=report.qr,
-                pair_code=pair_code,
-                token=self.token,
-            )
+        status = StatusEvent(
+            event_id=new_id(),
+            session_id=self.sid,
+            at=utcnow(),
+            state=report.state,  # type: ignore[arg-type]
+            reason=report.reason,
+            node=self.host.node_id,
+            jid=report.jid,
+            qr=report.qr,
+            pair_code=pair_code,
+            token=self.token,
         )
+        await self.host.events.publish(status)
+        if report.state != previous:
+            metrics.STATE_CHANGES.labels(report.state, reason_kind(report.reason)).inc()
+            if report.state == "connecting" and previous in ("disconnected", "banned"):
+                metrics.RECONNECTS.inc()
+        alert = status_alert(
+            event_id=status.event_id,
+            session_id=self.sid,
+            at=status.at,
+            state=report.state,
+            reason=report.reason,
+            previous_drop=self._last_drop,
+            node=self.host.node_id,
+        )
+        if report.state == "disconnected":
+            self._last_drop = report.reason
+        if alert is not None:
+            await self.host.events.publish(alert)
 
     async def _request_pair_code(self, client: WhatsAppClient, phone: str) -> None:
         try:
@@ -328,16 +355,23 @@ class SessionActor:
         self._cancel_snapshot()
         if self.client is None or not self.machine.has_credentials or not self._may_act():
             return
+        started = time.monotonic()
         try:
             store = await self.client.snapshot()
         except FileNotFoundError:
             return
         saved = await self.host.vault.save(self.sid, self.token, store, last=self.restored)
         if saved is None:
+            metrics.VAULT_SAVES.labels("refused").inc()
             self.log.warning("credential write refused: a newer owner holds the session")
             self.abort()
             return
-        if saved is not self.restored:
+        if saved is self.restored:
+            metrics.VAULT_SAVES.labels("unchanged").inc()
+        else:
+            metrics.VAULT_SAVES.labels("saved").inc()
+            metrics.VAULT_SAVE_SECONDS.observe(time.monotonic() - started)
+            metrics.STORE_BYTES.observe(len(store))
             self.log.info("credentials saved", version=saved.version, bytes=len(store))
         self.restored = saved
 
@@ -358,6 +392,7 @@ class SessionActor:
                 text=message.text,
             )
         )
+        metrics.INBOUND.labels(message.type).inc()
         if message.ack is not None:
             await message.ack()
 
@@ -465,6 +500,12 @@ class SessionActor:
 
 class _Snapshot:
     """Inbox item: the debounce delay after store changes is over."""
+
+
+def _restore_outcome(restored: Restored | None) -> str:
+    if restored is None:
+        return "empty"
+    return "fallback" if restored.skipped else "restored"
 
 
 def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
