@@ -26,7 +26,7 @@ from services.common.runtime import make_broker
 from services.common.sessions import OWNER_LOST, SessionStore
 from services.devstack.probes import EventTap, wait_until
 from services.devstack.servers import free_port
-from services.health_monitor import http as http_module
+from services.health_monitor import api as api_module
 from services.health_monitor import monitor as monitor_module
 from services.health_monitor.main import asgi_app
 from services.health_monitor.monitor import HealthMonitor, needs_owner_lost
@@ -384,12 +384,12 @@ def owner_lost_events(tap: EventTap, sids: list[str]) -> list[dict]:
 async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypatch) -> None:
     # Each request waits its full timeout for a server that never answers: keep them short.
     monkeypatch.setattr(monitor_module, "PROBE_TIMEOUT", 0.3)
-    monkeypatch.setattr(http_module, "MONGO_READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(api_module, "MONGO_READ_TIMEOUT", 0.3)
     unreachable: AsyncMongoClient = AsyncMongoClient(
         f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=300
     )
     monitor = HealthMonitor(settings, nc, unreachable[settings.mongo_db])
-    app = asgi_app(make_broker(settings, "test"), monitor)
+    app = asgi_app(make_broker(settings, "test"), monitor, settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monitor") as http:
         health = await http.get("/healthz")
         assert health.status_code == 503

@@ -31,11 +31,14 @@ from pymongo.errors import PyMongoError
 from contracts.events import StatusEvent
 from contracts.internal import NodeHeartbeat
 from contracts.types import LIVE_STATES, utcnow
+from services.common.alerts import owner_lost_alert
 from services.common.bus import EventPublisher
 from services.common.cluster import ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.sessions import OWNER_LOST, SessionStore
 from services.common.tasks import cancel_and_wait, wait_event
+from services.health_monitor.changes import Changes
+from services.health_monitor.metrics import OWNER_LOST as OWNER_LOST_REPORTS
 from services.health_monitor.view import HealthView, Orphan
 
 log = structlog.get_logger(__name__)
@@ -78,6 +81,8 @@ class HealthMonitor:
         self.view = HealthView(self.cluster.view, settings.heartbeat_interval)
         self.store = SessionStore(db)
         self.events = EventPublisher(js, settings.subjects)
+        self.subjects = settings.subjects
+        self.changes = Changes()  # the dashboard's live streams wait on it
         self._wake = asyncio.Event()
         # Orphans handled (written, refused or not applicable): not looked at again.
         self._settled: set[Orphan] = set()
@@ -100,9 +105,11 @@ class HealthMonitor:
 
     async def on_status(self, event: StatusEvent) -> None:
         self.view.status(event)
+        self.changes.touch()
 
     def _cluster_changed(self, kind: str, key: str) -> None:
         self.view.cluster_changed(kind, key, time.monotonic())
+        self.changes.touch()
         if kind == "node_down":
             log.info("node lease gone", node=key)
             self._wake.set()
@@ -180,10 +187,20 @@ class HealthMonitor:
                 token=token,
             )
             self._unpublished[orphan] = event
+            OWNER_LOST_REPORTS.inc()
         await self.events.publish(event)
+        assert event.token is not None
+        await self.events.publish(owner_lost_alert(orphan.session_id, event.token, event.at, orphan.node))
         del self._unpublished[orphan]
         self._settled.add(orphan)
         return wrote
+
+    # -- for the dashboard -----------------------------------------------------------------
+    async def queue_depths(self) -> dict[str, int]:
+        """Sends waiting in each session's queue (one stream read for every session)."""
+        stream, subject = self.subjects.outbound_stream, self.subjects.outbound("*")
+        info = await self.nc.jetstream().stream_info(stream, subjects_filter=subject)
+        return {name.rsplit(".", 1)[-1]: count for name, count in (info.state.subjects or {}).items()}
 
     # -- probes --------------------------------------------------------------------------------
     async def checks(self) -> dict[str, Check]:
