@@ -16,12 +16,16 @@ from collections.abc import Awaitable, Callable
 import structlog
 from prometheus_client import Counter, start_http_server
 
+from contracts.alerts import ALERT_KINDS
 from services.common.config import Settings
 
 log = structlog.get_logger(__name__)
 
 # Counted where alert events are published (services/common/bus.py), in every service.
+# Every kind starts at 0, so an alert rule's `increase()` sees the first one too.
 ALERTS = Counter("wa_alerts", "Alert events published, by kind", ["kind"])
+for _kind in ALERT_KINDS:
+    ALERTS.labels(_kind)
 
 
 def serve_metrics(settings: Settings, service: str) -> None:

@@ -44,6 +44,9 @@ VAULT_RESTORES = Counter(
     ["outcome"],
 )
 VAULT_RESTORE_SECONDS = Histogram("wa_vault_restore_seconds", "Read and unseal of a session's credentials", buckets=_QUICK)
+# Outcomes start at 0, so alert rules see their first increase.
+for _outcome in ("restored", "fallback", "empty", "unusable"):
+    VAULT_RESTORES.labels(_outcome)
 STORE_BYTES = Histogram(
     "wa_vault_store_bytes",
     "Size of the credential stores saved (before compression)",
