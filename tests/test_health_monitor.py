@@ -315,6 +315,10 @@ async def test_owner_lost_is_written_and_announced_once(settings, nc, db, stack)
             f"{sid}:owner_lost:{tokens[sid]}" for sid in lost
         )
         assert all((e["state"], e["token"]) == ("disconnected", tokens[e["session_id"]]) for e in events)
+        # Each loss is an alert too, stored once although both replicas raised it.
+        alerts = [e for sid in lost for e in tap.of(sid, "alert")]
+        assert sorted(a["event_id"] for a in alerts) == sorted(f"{sid}:owner_lost:{tokens[sid]}:alert" for sid in lost)
+        assert {(a["kind"], a["severity"]) for a in alerts} == {("owner_lost", "warning")}
 
         # Fenced out, or not the owner's to lose: untouched, and nothing announced.
         untouched = [reclaimed, unlinked, remote]
