@@ -14,7 +14,8 @@ from typing import Any, TextIO
 import msgspec
 import segno
 
-from contracts.events import MessageEvent, OutboundEvent, StatusEvent
+from contracts.alerts import AlertEvent
+from contracts.events import Event, MessageEvent, StatusEvent
 from contracts.history import OutboundRecord, StatusRecord
 from contracts.queue import DlqEntry, QueueStats, SendPolicy
 from contracts.sessions import Session
@@ -108,8 +109,12 @@ def session_table(sessions: Sequence[Session]) -> str:
 # -------------------------------------------------------------------------- events
 
 
-def event_fields(event: StatusEvent | MessageEvent | OutboundEvent) -> str:
+def event_fields(event: Event) -> str:
     """The key fields of an event (QR codes and pairing codes are secrets: only flagged)."""
+    if isinstance(event, AlertEvent):
+        return fields(
+            [("kind", event.kind), ("severity", event.severity), ("send", event.send_id), ("message", event.message)]
+        )
     if isinstance(event, StatusEvent):
         return fields(
             [
@@ -141,7 +146,7 @@ def event_fields(event: StatusEvent | MessageEvent | OutboundEvent) -> str:
     )
 
 
-def event_line(kind: str, event: StatusEvent | MessageEvent | OutboundEvent) -> str:
+def event_line(kind: str, event: Event) -> str:
     return f"{when(event.at)}  {event.session_id}  {kind:<8}  {event_fields(event)}"
 
 
