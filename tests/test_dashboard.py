@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,7 @@ def health(sid: str, state: str, node: str | None = "n1", label: str = "") -> Se
 
 def test_rows_carry_queue_depths_and_the_actions_each_state_allows() -> None:
     rows = board.rows([health("a", "connected"), health("b", "created", None), health("c", "pairing")], {"a": 3})
-    assert [(r.session_id, r.queue_depth) for r in rows] == [("a", 3), ("b", 0), ("c", 0)]
+    assert [(r.session.session_id, r.queue_depth) for r in rows] == [("a", 3), ("b", 0), ("c", 0)]
     assert rows[0].actions == ("reconnect", "logout", "delete")
     assert rows[1].actions == ("pair", "delete")
     assert rows[2].actions == ("logout", "delete")
@@ -55,10 +56,10 @@ def test_the_filter_matches_state_node_and_text_and_counts_everything() -> None:
         [health("shop-b", "connected", label="Bakery"), health("shop-a", "connected", "n2"), health("x", "banned")], {}
     )
     everything = board.select(rows, board.Filters.of(None, None, None))
-    assert [r.session_id for r in everything.shown] == ["shop-a", "shop-b", "x"]
+    assert [r.session.session_id for r in everything.shown] == ["shop-a", "shop-b", "x"]
     assert (everything.by_state["connected"], everything.by_state["banned"], everything.nodes) == (2, 1, ["n1", "n2"])
-    assert [r.session_id for r in board.select(rows, board.Filters.of("connected", "n1", None)).shown] == ["shop-b"]
-    assert [r.session_id for r in board.select(rows, board.Filters.of(None, None, " BAKE ")).shown] == ["shop-b"]
+    assert [r.session.session_id for r in board.select(rows, board.Filters.of("connected", "n1", None)).shown] == ["shop-b"]
+    assert [r.session.session_id for r in board.select(rows, board.Filters.of(None, None, " BAKE ")).shown] == ["shop-b"]
     # A state that does not exist filters nothing (the URL may have been typed by hand).
     assert board.Filters.of("sleepy", "", "").state == ""
     limited = board.select(rows, board.Filters(), limit=2)
@@ -133,6 +134,15 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
         assert (await http.get("/ui/sessions/bakery", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
         nowhere = await http.get("/no/such/page")
         assert (nowhere.status_code, nowhere.json()) == (404, {"detail": "Not Found"})
+        # Pairing by code, as a script would (the bearer token instead of the cookie).
+        await call_ok(nc, s.session_create, {"session_id": "by-code"})
+        bearer = {"Authorization": f"Bearer {TOKEN}"}
+        coded = await http.post("/ui/sessions/by-code/pair", data={"method": "code", "phone": "15551234567"},
+                                headers=bearer, timeout=40)  # fmt: skip
+        assert coded.status_code == 200 and re.search(r'class="pair-code">\w{4}-\w{4}<', coded.text), coded.text
+        refused = await http.post("/ui/sessions/florist/pair", data={"method": "qr"}, headers=bearer)
+        assert "pair florist: conflict: session is already linked" in refused.text
+        await call_ok(nc, s.session("by-code", "delete"), {})
 
     # The link `make run` prints logs the browser in and lands on the board.
     await asyncio.to_thread(driver.get, f"{base}/ui/login?token={TOKEN}")

@@ -90,6 +90,15 @@ def test_a_node_that_goes_is_forgotten_and_late_heartbeats_are_pruned() -> None:
     assert view._heard == {}
 
 
+def test_sessions_by_state_come_from_events_with_the_owner_lost_truth() -> None:
+    cluster = cluster_of(["alive"], {"s1": "alive", "s2": "dead", "s3": "alive", "s4": "alive"})
+    view = HealthView(cluster, heartbeat_interval=1.0)
+    for sid, state, node in (("s1", "connected", "alive"), ("s2", "connected", "dead"), ("s3", "banned", "alive")):
+        view.status(StatusEvent(event_id=sid, session_id=sid, at=T0, state=state, node=node))
+    # s2's owner is gone: disconnected; s4 never reported anything: created.
+    assert view.states() == {"connected": 1, "disconnected": 1, "banned": 1, "created": 1}
+
+
 def test_orphans_are_sessions_whose_owner_has_no_lease() -> None:
     cluster = cluster_of(["alive"], {"s1": "alive", "s2": "dead", "s3": None, "s4": "dead"})
     view = HealthView(cluster, heartbeat_interval=1.0)
@@ -406,4 +415,9 @@ async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypa
         assert sessions.status_code == 503 and "MongoDB unavailable" in sessions.json()["error"]
         assert (await http.get("/sessions/alice")).status_code == 503
         assert (await http.get("/nodes")).json() == {"nodes": [], "silent": []}
+        # No WA_DASHBOARD_TOKEN: the dashboard is off, and says how to turn it on.
+        off = await http.get("/")
+        assert off.status_code == 503 and "WA_DASHBOARD_TOKEN" in off.json()["detail"]
+        assert (await http.get("/ui/stream/overview")).status_code == 503
+        assert "The dashboard is off" in (await http.get("/ui/login")).text
     await unreachable.close()

@@ -11,18 +11,24 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from contracts.internal import QueuedSend
+from contracts.types import utcnow
+from services.common.bus import encode
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import MONITOR_SERVICE, Stack
 from services.devstack.scenarios import pair
 from services.devstack.servers import free_port
+from services.outbound_queue.metrics import QueueGauges
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "k8s" / "components" / "monitoring"
@@ -47,6 +53,31 @@ def test_the_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
         [tool("promtool"), "test", "rules", "alerts.test.yaml"], cwd=MONITORING, capture_output=True, text=True, timeout=60
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+async def test_queue_gauges_are_per_session_only_when_asked_for(settings, nc) -> None:
+    js, s = nc.jetstream(), settings.subjects
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    for sid, count in (("q-a", 2), ("q-b", 1)):
+        for n in range(count):
+            queued = QueuedSend(id=f"{sid}-{n}", session_id=sid, to="15550001111", text="x", accepted_at=an_hour_ago)
+            await js.publish(s.outbound(sid), encode(queued))
+
+    def gauge(name: str, **labels: str) -> float | None:
+        return REGISTRY.get_sample_value(name, labels)
+
+    await QueueGauges(js, s, per_session=False).sample()
+    assert gauge("wa_queue_depth") == 3 and 3600 <= gauge("wa_queue_oldest_age_seconds") < 3700
+    assert gauge("wa_session_queue_depth", session="q-a") is None  # 10,000 sessions: no 10,000 series
+
+    per_session = QueueGauges(js, s, per_session=True)
+    await per_session.sample()
+    assert (gauge("wa_session_queue_depth", session="q-a"), gauge("wa_session_queue_depth", session="q-b")) == (2, 1)
+    assert gauge("wa_session_queue_oldest_age_seconds", session="q-b") >= 3600
+    await js.purge_stream(s.outbound_stream, subject=s.outbound("q-a"))
+    await per_session.sample()
+    assert gauge("wa_session_queue_depth", session="q-a") is None  # an emptied queue leaves no series
+    assert gauge("wa_queue_depth") == 1
 
 
 # -- on a running system ----------------------------------------------------------------------
@@ -160,6 +191,9 @@ async def test_metrics_move_and_a_real_prometheus_scrapes_and_alerts_on_them(
         assert await value(http, monitor, "wa_nodes_alive") == 1
         assert await value(http, node, "wa_lease_renewals_total", outcome="ok") > 0
         assert await value(http, node, "process_resident_memory_bytes") > 0
+        persistence = stack.procs["persistence"].metrics_url
+        assert await value(http, persistence, "wa_persistence_events_total", kind="status") > 0
+        assert await value(http, persistence, "wa_persistence_lag_seconds_count") > 0
 
         # Every service's output passes promtool's lint.
         for proc in stack.procs.values():

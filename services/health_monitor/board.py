@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import get_args
 
 import segno
@@ -42,10 +41,11 @@ class Filters:
         )
 
     def matches(self, row: Row) -> bool:
+        s = row.session
         return (
-            (not self.state or row.state == self.state)
-            and (not self.node or row.node == self.node)
-            and (not self.text or self.text in row.session_id.lower() or self.text in row.label.lower())
+            (not self.state or s.state == self.state)
+            and (not self.node or s.node == self.node)
+            and (not self.text or self.text in s.session_id.lower() or self.text in s.label.lower())
         )
 
     def query(self) -> dict[str, str]:
@@ -55,12 +55,7 @@ class Filters:
 
 @dataclass(frozen=True)
 class Row:
-    session_id: str
-    label: str
-    state: str
-    reason: str | None
-    node: str | None
-    since: datetime
+    session: SessionHealth
     queue_depth: int
     actions: tuple[str, ...]
 
@@ -75,19 +70,7 @@ def actions_for(state: str) -> tuple[str, ...]:
 
 
 def rows(sessions: Iterable[SessionHealth], depths: Mapping[str, int]) -> list[Row]:
-    return [
-        Row(
-            session_id=s.session_id,
-            label=s.label,
-            state=s.state,
-            reason=s.reason,
-            node=s.node,
-            since=s.since,
-            queue_depth=depths.get(s.session_id, 0),
-            actions=actions_for(s.state),
-        )
-        for s in sessions
-    ]
+    return [Row(s, depths.get(s.session_id, 0), actions_for(s.state)) for s in sessions]
 
 
 @dataclass(frozen=True)
@@ -99,13 +82,13 @@ class Selection:
 
 
 def select(all_rows: list[Row], filters: Filters, limit: int = MAX_ROWS) -> Selection:
-    matching = [r for r in sorted(all_rows, key=lambda r: r.session_id) if filters.matches(r)]
-    tally = Counter(r.state for r in all_rows)
+    matching = [r for r in sorted(all_rows, key=lambda r: r.session.session_id) if filters.matches(r)]
+    tally = Counter(r.session.state for r in all_rows)
     return Selection(
         shown=matching[:limit],
         matching=len(matching),
         by_state={state: tally[state] for state in STATES},
-        nodes=sorted({r.node for r in all_rows if r.node}),
+        nodes=sorted({r.session.node for r in all_rows if r.session.node}),
     )
 
 
