@@ -131,6 +131,11 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
         assert (await http.get("/ui/stream/overview")).status_code == 401
         assert (await http.post("/ui/sessions/bakery/logout")).status_code == 401
         assert (await http.post("/ui/login", data={"token": "wrong"})).status_code == 401
+        # A login returns to a page of this site only.
+        for target, landing in (("/ui/sessions/bakery", "/ui/sessions/bakery"), ("//evil.example", "/")):
+            login = await http.post("/ui/login", data={"token": TOKEN, "next": target})
+            assert (login.status_code, login.headers["location"]) == (303, landing)
+        http.cookies.clear()
         assert (await http.get("/ui/sessions/bakery", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
         nowhere = await http.get("/no/such/page")
         assert (nowhere.status_code, nowhere.json()) == (404, {"detail": "Not Found"})
@@ -171,6 +176,10 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
     await asyncio.to_thread(lambda: driver.switch_to.alert.accept())
     await in_browser(driver, "demo logged out", lambda d: text_of(d, "#row-demo .state") == "logged_out")
     assert "logout demo: now logged_out" in (text_of(driver, "#flash") or "")
+    # The filter narrows the rows (and the live stream behind them) without a reload.
+    search = driver.find_element(By.CSS_SELECTOR, "#filters input[name=q]")
+    await asyncio.to_thread(search.send_keys, "flor")
+    await in_browser(driver, "only florist", lambda d: text_of(d, "#row-florist .state") and not text_of(d, "#row-bakery"))
     assert driver.execute_script("return window.stillTheSamePage") is True
     assert [e["kind"] for e in tap.of("demo", "alert")] == []  # a logout asked for is no alert
 

@@ -56,7 +56,9 @@ Sid = Annotated[str, InPath(pattern=SESSION_ID_PATTERN)]
 Action = Literal["pair", "reconnect", "logout", "delete"]
 Fragments = dict[str, str]  # SSE event name -> rendered HTML
 
-_LOCAL_PATH = re.compile(r"^/(?!/)[^\s]*$")  # where a login may return to: this site only
+# Where a login may send the browser back to: a path of this site (not `//host` or `/\host`,
+# which browsers read as another site).
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[^\s\\]*$")
 
 
 def environment() -> jinja2.Environment:
@@ -70,9 +72,8 @@ def environment() -> jinja2.Environment:
 
 
 class Dashboard:
-    def __init__(self, monitor: HealthMonitor, gate: Gate) -> None:
+    def __init__(self, monitor: HealthMonitor) -> None:
         self.monitor = monitor
-        self.gate = gate
         self.env = environment()
 
     def render(self, template: str, **context: Any) -> str:
@@ -164,7 +165,7 @@ class Dashboard:
 
 
 def router(monitor: HealthMonitor, gate: Gate) -> APIRouter:
-    ui = Dashboard(monitor, gate)
+    ui = Dashboard(monitor)
     page_auth = [Depends(gate.check_page)]
     data_auth = [Depends(gate.check_data)]
     pages = APIRouter(dependencies=page_auth, default_response_class=HTMLResponse)
