@@ -147,7 +147,13 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
         assert coded.status_code == 200 and re.search(r'class="pair-code">\w{4}-\w{4}<', coded.text), coded.text
         refused = await http.post("/ui/sessions/florist/pair", data={"method": "qr"}, headers=bearer)
         assert "pair florist: conflict: session is already linked" in refused.text
-        await call_ok(nc, s.session("by-code", "delete"), {})
+        deleted = await http.post("/ui/sessions/by-code/delete", headers=bearer, timeout=40)
+        assert "delete by-code: deleted" in deleted.text
+        assert (await call(nc, s.session("by-code", "get"))).error.code == "not_found"
+        reconnected = await http.post("/ui/sessions/florist/reconnect", headers=bearer, timeout=40)
+        assert re.search(r"reconnect florist: now (connecting|connected)<", reconnected.text), reconnected.text
+        unknown = await http.post("/ui/sessions/florist/explode", headers=bearer)
+        assert unknown.status_code == 422  # not an action
 
     # The link `make run` prints logs the browser in and lands on the board.
     await asyncio.to_thread(driver.get, f"{base}/ui/login?token={TOKEN}")

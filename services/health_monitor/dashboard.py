@@ -55,6 +55,8 @@ ACTION_TIMEOUT = 30.0
 Sid = Annotated[str, InPath(pattern=SESSION_ID_PATTERN)]
 Action = Literal["pair", "reconnect", "logout", "delete"]
 Fragments = dict[str, str]  # SSE event name -> rendered HTML
+# Requests nobody answered (the service that would is not running, or too slow).
+UNANSWERED = (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError)
 
 # Where a login may send the browser back to: a path of this site (not `//host` or `/\host`,
 # which browsers read as another site).
@@ -126,7 +128,7 @@ class Dashboard:
             return msgspec.convert(await self.call(subject, body), answer)
         except ContractError as exc:
             return f"{exc.code}: {exc.message}"
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
+        except UNANSWERED:
             return "the service that answers this is not running"
 
     async def call(self, subject: str, body: Any) -> Any:
@@ -156,12 +158,22 @@ class Dashboard:
                 started = await self.call(s.session(sid, "pair"), body)
                 return self.page("_pairing.html", sid=sid, live=self.live(sid, started.get("pair_code")))
             result = await self.call(s.session(sid, action), {})
-        except ContractError as exc:
-            return self.page("_flash.html", error=f"{action} {sid}: {exc.code}: {exc.message}")
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
-            return self.page("_flash.html", error=f"{action} {sid}: no session-actor node answered")
+        except (ContractError, *UNANSWERED) as exc:
+            return self.refused(f"{action} {sid}", exc)
         done = "deleted" if action == "delete" else f"now {result.get('state', '?')}"
         return self.page("_flash.html", message=f"{action} {sid}: {done}")
+
+    async def create(self, sid: str, label: str, method: str, phone: str) -> HTMLResponse:
+        try:
+            await self.call(self.monitor.subjects.session_create, {"session_id": sid, "label": label})
+        except (ContractError, *UNANSWERED) as exc:
+            return self.refused(f"create {sid}", exc)
+        return await self.act(sid, "pair", method, phone)
+
+    def refused(self, what: str, exc: Exception) -> HTMLResponse:
+        """The contract's error, or that no service answered, as a fragment to show."""
+        why = f"{exc.code}: {exc.message}" if isinstance(exc, ContractError) else "no session-actor node answered"
+        return self.page("_flash.html", error=f"{what}: {why}")
 
 
 def router(monitor: HealthMonitor, gate: Gate) -> APIRouter:
@@ -234,14 +246,7 @@ def router(monitor: HealthMonitor, gate: Gate) -> APIRouter:
         method: Annotated[str, Form()] = "qr",
         phone: Annotated[str, Form()] = "",
     ) -> HTMLResponse:
-        sid = session_id.strip()
-        try:
-            await ui.call(monitor.subjects.session_create, {"session_id": sid, "label": label.strip()})
-        except ContractError as exc:
-            return ui.page("_flash.html", error=f"create {sid}: {exc.code}: {exc.message}")
-        except (nats.errors.NoRespondersError, nats.errors.TimeoutError, TimeoutError):
-            return ui.page("_flash.html", error="create: no session-actor node answered")
-        return await ui.act(sid, "pair", method, phone.strip())
+        return await ui.create(session_id.strip(), label.strip(), method, phone.strip())
 
     @data.post("/ui/sessions/{sid}/{action}", response_class=HTMLResponse)
     async def action(
