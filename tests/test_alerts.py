@@ -105,7 +105,7 @@ def kinds_of(tap: EventTap, sid: str) -> list[str]:
 
 async def test_the_moments_to_act_become_alert_events(settings, nc, db, stack) -> None:
     s = settings.subjects
-    tuned = {"flap_disconnects": 2, "flap_backoff_floor": 0.2, "pairing_timeout": 8.0, "send_max_attempts": 2}
+    tuned = {"flap_disconnects": 2, "flap_backoff_floor": 0.2, "pairing_timeout": 10.0, "send_max_attempts": 2}
     for service in ("wa-sim", "outbound-queue", "persistence"):
         stack.start(service)
     stack.start("session-actor", "node1", **tuned)

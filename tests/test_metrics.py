@@ -94,11 +94,16 @@ async def value(http: httpx.AsyncClient, url: str, name: str, **labels: str) -> 
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
-async def reaches(http: httpx.AsyncClient, url: str, expected: float, name: str, **labels: str) -> None:
-    async def there() -> bool:
-        return await value(http, url, name, **labels) == expected
+async def reaches(
+    http: httpx.AsyncClient, url: str, expected: float, name: str, at_least: bool = False, **labels: str
+) -> None:
+    """Until the sample is `expected` (or more, `at_least`): services update them as they go."""
 
-    await wait_until(there, what=f"{name}{labels} == {expected} at {url}")
+    async def there() -> bool:
+        found = await value(http, url, name, **labels)
+        return found >= expected if at_least else found == expected
+
+    await wait_until(there, what=f"{name}{labels} {'>=' if at_least else '=='} {expected} at {url}")
 
 
 class Prometheus:
@@ -183,7 +188,7 @@ async def test_metrics_move_and_a_real_prometheus_scrapes_and_alerts_on_them(
         assert await value(http, queue, "wa_sends_accepted_total") >= 1
 
         # A logout changes the state gauges: cluster-wide (monitor) and on the node.
-        assert await value(http, monitor, "wa_sessions", state="connected") == 2
+        await reaches(http, monitor, 2, "wa_sessions", state="connected")
         await call_ok(nc, s.session("demo", "logout"), {})
         await reaches(http, monitor, 1, "wa_sessions", state="logged_out")
         assert await value(http, monitor, "wa_sessions", state="connected") == 1
@@ -192,7 +197,7 @@ async def test_metrics_move_and_a_real_prometheus_scrapes_and_alerts_on_them(
         assert await value(http, node, "wa_lease_renewals_total", outcome="ok") > 0
         assert await value(http, node, "process_resident_memory_bytes") > 0
         persistence = stack.procs["persistence"].metrics_url
-        assert await value(http, persistence, "wa_persistence_events_total", kind="status") > 0
+        await reaches(http, persistence, 1, "wa_persistence_events_total", at_least=True, kind="status")
         assert await value(http, persistence, "wa_persistence_lag_seconds_count") > 0
 
         # Every service's output passes promtool's lint.
