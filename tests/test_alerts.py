@@ -13,6 +13,7 @@ from bson import Binary
 
 from contracts.alerts import ALERT_KINDS
 from contracts.envelope import ErrorBody
+from contracts.events import StatusEvent
 from services.common import alerts
 from services.common.reasons import KINDS, LOGOUT_REQUESTED, reason_kind
 from services.credentials.vault import new_key_entry
@@ -95,7 +96,8 @@ def test_alert_ids_are_derived_from_the_moment_so_repeats_are_stored_once() -> N
     error = ErrorBody(code="server_error", message="try later")
     assert alerts.dead_letter_alert("s", "m1", error, T0, "n1").event_id == "s:dead_letter:m1"
     assert alerts.daily_cap_alert("s", date(2026, 12, 6), 50, T0, None).event_id == "s:daily_cap:2026-12-06"
-    assert alerts.owner_lost_alert("s", "0001.0002", T0, "n1").event_id == "s:owner_lost:0001.0002:alert"
+    lost = StatusEvent(event_id="s:owner_lost:0001.0002", session_id="s", at=T0, state="disconnected")
+    assert alerts.owner_lost_alert(lost, "n1").event_id == "s:owner_lost:0001.0002:alert"
 
 
 # -- produced by the real services --------------------------------------------------------

@@ -11,6 +11,7 @@ from datetime import date, datetime
 
 from contracts.alerts import AlertEvent, AlertSeverity
 from contracts.envelope import ErrorBody
+from contracts.events import StatusEvent
 from services.common.reasons import LOGOUT_REQUESTED, reason_kind
 
 # Status changes that are alerts: (state or None for any, reason kind) -> (kind, severity).
@@ -61,12 +62,13 @@ def status_alert(
     )
 
 
-def owner_lost_alert(session_id: str, token: str, at: datetime, node: str) -> AlertEvent:
-    """The owner of the session (`node`, whose claim was `token`) died."""
+def owner_lost_alert(status: StatusEvent, node: str) -> AlertEvent:
+    """The owner of the session (`node`) died; `status` reports it (its id names the owner's
+    claim, so this alert's id does too)."""
     return AlertEvent(
-        event_id=f"{session_id}:owner_lost:{token}:alert",
-        session_id=session_id,
-        at=at,
+        event_id=f"{status.event_id}:alert",
+        session_id=status.session_id,
+        at=status.at,
         kind="owner_lost",
         severity="warning",
         message=f"node {node} stopped renewing its lease; another node takes the session over",

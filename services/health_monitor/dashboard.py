@@ -42,6 +42,7 @@ from services.health_monitor import board
 from services.health_monitor.api import MongoUnavailable, mongo_read, session_rows
 from services.health_monitor.auth import COOKIE, Gate
 from services.health_monitor.monitor import HealthMonitor
+from services.sending.queue_reads import queue_depths
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -103,7 +104,7 @@ class Dashboard:
 
     async def queue_depths(self) -> dict[str, int]:
         try:
-            return await self.monitor.queue_depths()
+            return await queue_depths(self.monitor.nc.jetstream(), self.monitor.subjects)
         except Exception:  # NATS away: the rows still show, without depths
             return {}
 

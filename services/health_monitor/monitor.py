@@ -189,18 +189,10 @@ class HealthMonitor:
             self._unpublished[orphan] = event
             OWNER_LOST_REPORTS.inc()
         await self.events.publish(event)
-        assert event.token is not None
-        await self.events.publish(owner_lost_alert(orphan.session_id, event.token, event.at, orphan.node))
+        await self.events.publish(owner_lost_alert(event, orphan.node))
         del self._unpublished[orphan]
         self._settled.add(orphan)
         return wrote
-
-    # -- for the dashboard -----------------------------------------------------------------
-    async def queue_depths(self) -> dict[str, int]:
-        """Sends waiting in each session's queue (one stream read for every session)."""
-        stream, subject = self.subjects.outbound_stream, self.subjects.outbound("*")
-        info = await self.nc.jetstream().stream_info(stream, subjects_filter=subject)
-        return {name.rsplit(".", 1)[-1]: count for name, count in (info.state.subjects or {}).items()}
 
     # -- probes --------------------------------------------------------------------------------
     async def checks(self) -> dict[str, Check]:

@@ -9,7 +9,6 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contracts.envelope import not_found
-from contracts.internal import QueuedSend
 from contracts.queue import (
     DeadLetter,
     DlqEntry,
@@ -22,20 +21,11 @@ from contracts.queue import (
 )
 from contracts.sending import SendText
 from contracts.subjects import Subjects
-from contracts.types import MAX_SEND_ID, utcnow
+from contracts.types import MAX_SEND_ID
 from services.outbound_queue.intake import Intake
+from services.sending.queue_reads import oldest_age
 
 _letter = msgspec.json.Decoder(DeadLetter)
-_queued = msgspec.json.Decoder(QueuedSend)
-
-
-async def oldest_age(js: JetStreamContext, stream: str, subject: str) -> float | None:
-    """Seconds since the oldest send waiting on `subject` (wildcards allowed) was accepted."""
-    try:
-        first = await js.get_msg(stream, seq=1, subject=subject, next=True)
-    except NotFoundError:
-        return None
-    return (utcnow() - _queued.decode(first.data).accepted_at).total_seconds()
 
 
 class Operations:

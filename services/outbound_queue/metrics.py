@@ -10,8 +10,8 @@ from __future__ import annotations
 from nats.js import JetStreamContext
 from prometheus_client import Gauge
 
-from contracts.subjects import Subjects, token
-from services.outbound_queue.deadletters import oldest_age
+from contracts.subjects import Subjects
+from services.sending.queue_reads import oldest_age, queue_depths
 
 QUEUE_DEPTH = Gauge("wa_queue_depth", "Sends waiting in the queues of all sessions (scheduled ones not counted)")
 QUEUE_OLDEST = Gauge("wa_queue_oldest_age_seconds", "Age of the oldest send waiting in any queue (0: none waits)")
@@ -32,8 +32,7 @@ class QueueGauges:
 
     async def sample(self) -> None:
         s, js = self._subjects, self._js
-        queued = await js.stream_info(s.outbound_stream, subjects_filter=s.outbound("*"))
-        depths = {token(subject, -1): count for subject, count in (queued.state.subjects or {}).items()}
+        depths = await queue_depths(js, s)
         QUEUE_DEPTH.set(sum(depths.values()))
         QUEUE_OLDEST.set(await oldest_age(js, s.outbound_stream, s.outbound("*")) or 0.0)
         scheduled = await js.stream_info(s.outbound_stream, subjects_filter=s.scheduled("*", "*"))

@@ -296,21 +296,25 @@ class SessionActor:
             token=self.token,
         )
         await self.host.events.publish(status)
-        if report.state != previous:
-            metrics.STATE_CHANGES.labels(report.state, reason_kind(report.reason)).inc()
-            if report.state == "connecting" and previous in ("disconnected", "banned"):
+        await self._tell_operators(status, previous)
+
+    async def _tell_operators(self, status: StatusEvent, previous: str) -> None:
+        """A reported status as metrics, and as an alert when someone must act on it."""
+        if status.state != previous:
+            metrics.STATE_CHANGES.labels(status.state, reason_kind(status.reason)).inc()
+            if status.state == "connecting" and previous in ("disconnected", "banned"):
                 metrics.RECONNECTS.inc()
         alert = status_alert(
             event_id=status.event_id,
             session_id=self.sid,
             at=status.at,
-            state=report.state,
-            reason=report.reason,
+            state=status.state,
+            reason=status.reason,
             previous_drop=self._last_drop,
             node=self.host.node_id,
         )
-        if report.state == "disconnected":
-            self._last_drop = report.reason
+        if status.state == "disconnected":
+            self._last_drop = status.reason
         if alert is not None:
             await self.host.events.publish(alert)
 
