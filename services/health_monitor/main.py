@@ -61,7 +61,7 @@ def asgi_app(broker: NatsBroker, monitor: HealthMonitor, settings: Settings) -> 
             await broker.stop()
             await monitor.stop()
 
-    app = FastAPI(title="WhatsApp gateway health monitor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(lifespan=lifespan, openapi_url=None)  # api.py documents the endpoints
     app.include_router(api.router(monitor))
     app.include_router(dashboard.router(monitor, Gate(settings.dashboard_token)))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
