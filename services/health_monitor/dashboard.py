@@ -137,10 +137,10 @@ class Dashboard:
 
     # -- live streams --------------------------------------------------------------------
     async def stream(self, render: Callable[[], Awaitable[Fragments]]) -> AsyncIterator[ServerSentEvent]:
-        """Each fragment `render()` returns, whenever it changed."""
+        """Each fragment `render()` returns, whenever it changed, until the server stops."""
         changes = self.monitor.changes
         sent: Fragments = {}
-        while True:
+        while not changes.closed:
             version = changes.version
             for event, html in (await render()).items():
                 if sent.get(event) != html:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -27,12 +28,26 @@ from services.common.config import Settings
 from services.common.runtime import make_broker, wait_for_servers
 from services.health_monitor import api, dashboard
 from services.health_monitor.auth import Gate
+from services.health_monitor.changes import Changes
 from services.health_monitor.metrics import ClusterMetrics
 from services.health_monitor.monitor import HealthMonitor
 
 SERVICE = "health-monitor"
-# Open live streams (the dashboard's) are cut this long after SIGTERM.
-SHUTDOWN_GRACE = 2
+# Requests still running this long after SIGTERM are cut.
+SHUTDOWN_GRACE = 5
+
+
+class Server(uvicorn.Server):
+    """uvicorn, ending the dashboard's live streams as its shutdown begins: it waits for open
+    responses to finish, and a live stream does not finish by itself."""
+
+    def __init__(self, config: uvicorn.Config, changes: Changes) -> None:
+        super().__init__(config)
+        self._changes = changes
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._changes.close()
+        await super().shutdown(sockets)
 
 
 def subscribe(broker: NatsBroker, settings: Settings, monitor: HealthMonitor) -> None:
@@ -87,7 +102,7 @@ async def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     try:
-        await uvicorn.Server(config).serve()
+        await Server(config, monitor.changes).serve()
     finally:
         await mongo_client.close()
 
