@@ -194,5 +194,9 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
     await in_browser(driver, "the send in history", lambda d: "hello-1" in (text_of(d, "#history") or ""))
     assert "15550001111" in text_of(driver, "#history")  # the recipient is stored now
 
+    # SIGTERM while the page's live stream is open: the monitor ends it and stops cleanly.
+    monitor = stack.procs[MONITOR_SERVICE]
+    assert await asyncio.to_thread(stack.stop, MONITOR_SERVICE) == 0
+    assert "graceful shutdown exceeded" not in monitor.log_path.read_text()
     await tap.stop()
 
