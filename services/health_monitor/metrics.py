@@ -2,7 +2,8 @@
 owner_lost included), nodes alive and silent, and owner_lost reports.
 
 Read at scrape time from the view, on the event loop (the /metrics endpoint is async).
-Run one health-monitor replica per scrape target set: these describe the whole cluster.
+They describe the whole cluster, so replicas of the monitor report the same numbers:
+aggregate them with `max`, not `sum`.
 """
 
 from __future__ import annotations
