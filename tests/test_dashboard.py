@@ -129,7 +129,8 @@ async def test_pair_in_the_browser_then_log_out_all_live(settings, nc, stack, dr
         page = await http.get("/")
         assert (page.status_code, page.headers["location"]) == (303, "/ui/login?next=/")
         assert (await http.get("/ui/stream/overview")).status_code == 401
-        assert (await http.post("/ui/sessions/bakery/logout")).status_code == 401
+        refused = await http.post("/ui/sessions/bakery/logout")
+        assert (refused.status_code, refused.headers["hx-redirect"]) == (401, "/ui/login")
         assert (await http.post("/ui/login", data={"token": "wrong"})).status_code == 401
         # A login returns to a page of this site only.
         for target, landing in (("/ui/sessions/bakery", "/ui/sessions/bakery"), ("//evil.example", "/")):

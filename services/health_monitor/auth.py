@@ -50,10 +50,15 @@ class Gate:
             raise HTTPException(status.HTTP_303_SEE_OTHER, headers={"Location": f"/ui/login?next={request.url.path}"})
 
     def check_data(self, request: Request) -> None:
-        """Fragments, live streams and actions: 401 without the token."""
+        """Fragments, live streams and actions: 401 without the token (a page that asks, its
+        login having expired, is sent to the login form: htmx follows HX-Redirect)."""
         self._check_enabled()
         if not self.allows(request):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "log in to the dashboard first (/ui/login)")
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "log in to the dashboard first (/ui/login)",
+                headers={"HX-Redirect": "/ui/login"},
+            )
 
     def _check_enabled(self) -> None:
         if not self.enabled:
