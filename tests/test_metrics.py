@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,10 +21,12 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from contracts.internal import QueuedSend
 from contracts.types import utcnow
 from services.common.bus import encode
+from services.common.metrics import serve_metrics
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import MONITOR_SERVICE, Stack
 from services.devstack.scenarios import pair
@@ -53,6 +56,16 @@ def test_the_alert_rules_are_valid_and_pass_their_unit_tests() -> None:
         [tool("promtool"), "test", "rules", "alerts.test.yaml"], cwd=MONITORING, capture_output=True, text=True, timeout=60
     )
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_a_metrics_port_in_use_is_logged_and_the_service_goes_on(settings) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with capture_logs() as logged:
+            serve_metrics(settings.model_copy(update={"metrics_port": port}), "test")
+    assert [(e["event"], e["port"]) for e in logged] == [("metrics port unavailable; running without /metrics", port)]
 
 
 async def test_queue_gauges_are_per_session_only_when_asked_for(settings, nc) -> None:
