@@ -6,7 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench chaos lint schema clean
+.PHONY: run test bench chaos lint schema clean system-tools
+
+# Debian packages the tests need besides PyPI's: a real headless browser for the dashboard
+# test, and Prometheus (the server and promtool) for the metrics and alert-rule tests.
+SYSTEM_TOOLS    := chromium chromedriver promtool prometheus
+SYSTEM_PACKAGES := chromium chromium-driver prometheus
+SUDO            := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +25,16 @@ run: $(STAMP)
 	$(PY) -m services.devstack run
 
 ## The whole test suite (unit, integration against real servers, end to end).
-test: $(STAMP)
+test: $(STAMP) system-tools
 	$(PY) -m pytest -q
+
+## Install the Debian packages of SYSTEM_TOOLS when one is missing (quick when all are there).
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	fi
 
 ## Benchmarks; results are printed and written to bench-results/.
 bench: $(STAMP)

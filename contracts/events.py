@@ -10,6 +10,7 @@ from datetime import datetime
 
 import msgspec
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import ErrorBody
 from contracts.messages import MediaInfo, MessageParts, MessageType
 from contracts.types import OutboundState, SessionState
@@ -57,6 +58,8 @@ class OutboundEvent(msgspec.Struct, omit_defaults=True, kw_only=True):
     state: OutboundState
     message_id: str | None = None
     error: ErrorBody | None = None
+    # The recipient, on the `queued` event (addition to v1).
+    to: str | None = None
 
 
-Event = StatusEvent | MessageEvent | OutboundEvent
+Event = StatusEvent | MessageEvent | OutboundEvent | AlertEvent

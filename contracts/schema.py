@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import Err, Ok
 from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.sending import SCHEMA_EXTRAS, SendAccepted, SendText
@@ -39,6 +40,7 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
     "wa.evt.<sid>.status": (StatusEvent, None),
     "wa.evt.<sid>.message": (MessageEvent, None),
     "wa.evt.<sid>.outbound": (OutboundEvent, None),
+    "wa.evt.<sid>.alert": (AlertEvent, None),
 }
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 # Kinds of public events under `<prefix>.evt.<sid>.<kind>`.
-EVENT_KINDS = ("status", "message", "outbound")
+EVENT_KINDS = ("status", "message", "outbound", "alert")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import ContractError
+from contracts.events import StatusEvent
 from services.common.bus import encode
 from services.credentials.vault import Restored
 from services.devstack.probes import wait_until
@@ -163,11 +165,15 @@ async def test_credentials_that_cannot_be_opened_end_the_actor_with_the_reason_f
     world.vault.broken = "no version decrypts with the configured keys"
     r = start(state="connected")  # type: ignore[operator]
     await r.ended()  # its node hands the session back: another node's keys may open them
-    stopped = [e for e in world.events.events if e.state == "stopped"][-1]
+    stopped = [e for e in world.events.events if isinstance(e, StatusEvent) and e.state == "stopped"][-1]
     assert stopped.reason.startswith("credentials_unusable: no version decrypts")
     assert r.actor.unusable == stopped.reason
     assert world.clients.created == []  # nothing connects on unusable credentials
     assert SID not in world.commands.handlers
+    # The operator is told, on the bus: the alert follows the status event it comes from.
+    (alert,) = [e for e in world.events.events if isinstance(e, AlertEvent)]
+    assert (alert.kind, alert.severity, alert.state) == ("credentials_unusable", "critical", "stopped")
+    assert alert.event_id == f"{stopped.event_id}:alert" and alert.message == stopped.reason
 
 
 async def test_an_inbound_message_becomes_an_event_and_is_acknowledged(world: ActorWorld, start: object) -> None:

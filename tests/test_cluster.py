@@ -34,10 +34,11 @@ async def test_while_jetstream_is_away_no_session_reads_connected_and_healthz_fa
         "js-away", tmp_path / "logs", nodes=2, nats_servers=3, js_replicas=1, log_level="INFO", **FAST_TIMINGS
     ) as system:
         s, nc, cluster = system.settings, system.nc, system.nats_cluster
-        assert cluster is not None and system.stack.health_port is not None
+        assert cluster is not None
+        health_port = system.stack.procs["health-monitor"].settings.health_port
         for sid in ("a1", "a2"):
             await pair(nc, s, system.tap, sid)
-        assert await health_is(system.stack.health_port, 200)()
+        assert await health_is(health_port, 200)()
         leader = (await nc.jetstream().stream_info(f"KV_{s.subjects.leases_bucket}")).cluster.leader
         index = [m.name for m in cluster.members].index(leader)
 
@@ -57,7 +58,7 @@ async def test_while_jetstream_is_away_no_session_reads_connected_and_healthz_fa
             for sid in ("a1", "a2"):
                 one = await call_ok(nc, s.subjects.session(sid, "get"), {}, timeout=3)
                 assert one["state"] == "disconnected" and one["reason"].startswith("jetstream_unavailable"), one
-        await wait_until(health_is(system.stack.health_port, 503), timeout=s.lease_ttl, what="/healthz 503")
+        await wait_until(health_is(health_port, 503), timeout=s.lease_ttl, what="/healthz 503")
 
         cluster.restart(index)
 
@@ -66,7 +67,7 @@ async def test_while_jetstream_is_away_no_session_reads_connected_and_healthz_fa
             return all(x["state"] == "connected" for x in listed)
 
         await wait_until(all_connected, timeout=60, what="every session connected again")
-        await wait_until(health_is(system.stack.health_port, 200), timeout=15, what="/healthz 200")
+        await wait_until(health_is(health_port, 200), timeout=15, what="/healthz 200")
 
 
 async def test_a_server_killed_with_its_disk_loses_no_send_and_sends_none_twice(tmp_path) -> None:

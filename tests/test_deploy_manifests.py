@@ -604,3 +604,79 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
     assert not kept_out, f".dockerignore excludes files the image needs: {kept_out[:10]}"
     for unwanted in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "services/x/__pycache__/a.pyc"):
         assert dockerignored(unwanted, patterns), unwanted
+
+
+# ----------------------------------------------------------------- k8s: monitoring
+
+MONITORING = ROOT / "k8s" / "components" / "monitoring"
+GRAFANA_DASHBOARD = MONITORING / "wa-gateway-dashboard.json"
+CRD_GROUPS = ("monitoring.coreos.com/",)  # Prometheus Operator kinds: no bundled schema
+
+
+@pytest.fixture(scope="module")
+def monitored() -> list[dict[str, Any]]:
+    proc = subprocess.run(
+        [str(KUBECTL), "kustomize", str(ROOT / "k8s" / "overlays" / "monitoring")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_service_pod_is_scrapeable_on_the_port_it_serves_metrics(rendered, overlay: str, monkeypatch) -> None:
+    docs = rendered[overlay]
+    for name, deploy in of_kind(docs, "Deployment").items():
+        template = deploy["spec"]["template"]
+        notes = template["metadata"]["annotations"]
+        assert (notes["prometheus.io/scrape"], notes["prometheus.io/path"]) == ("true", "/metrics"), name
+        (container,) = containers(deploy)
+        settings = settings_from(container_env(docs, container), monkeypatch)
+        port = settings.health_port if name == "health-monitor" else settings.metrics_port
+        assert int(notes["prometheus.io/port"]) == port, f"{name} serves metrics on {port}"
+        assert port in {p["containerPort"] for p in container["ports"]}, name
+        host = settings.health_host if name == "health-monitor" else settings.metrics_host
+        assert host == "0.0.0.0", f"{name}: metrics must be reachable from outside the pod"
+
+
+def test_the_monitoring_component(monitored) -> None:
+    for doc in monitored:
+        if not doc["apiVersion"].startswith(CRD_GROUPS):
+            kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+    (monitor,) = of_kind(monitored, "PodMonitor").values()
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    ports = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    for name, deploy in of_kind(monitored, "Deployment").items():
+        assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items(), name
+        named = {p["name"] for p in containers(deploy)[0]["ports"]}
+        assert named & ports, f"{name} has no port the PodMonitor scrapes"
+    maps = {d["metadata"]["name"].rsplit("-", 1)[0]: d for d in of_kind(monitored, "ConfigMap").values()}
+    assert maps["wa-alert-rules"]["data"]["alerts.yaml"] == (MONITORING / "alerts.yaml").read_text()
+    dashboard = maps["wa-grafana-dashboard"]
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["wa-gateway-dashboard.json"]) == json.loads(GRAFANA_DASHBOARD.read_text())
+
+
+def test_the_grafana_dashboard_is_valid_dashboard_json() -> None:
+    """What Grafana needs to import it: identity, a Prometheus datasource variable, panels
+    with unique ids on a 24-column grid that do not overlap, and a query in every target.
+    (tests/test_metrics.py runs every query against a real Prometheus.)"""
+    dashboard = json.loads(GRAFANA_DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    (variable,) = dashboard["templating"]["list"]
+    assert (variable["type"], variable["query"], variable["name"]) == ("datasource", "prometheus", "datasource")
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    taken: set[tuple[int, int]] = set()
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] >= 1 and grid["x"] + grid["w"] <= 24, panel["title"]
+        cells = {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+        assert not cells & taken, f"panel {panel['title']!r} overlaps another"
+        taken |= cells
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["refId"], panel["title"]

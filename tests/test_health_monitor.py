@@ -26,7 +26,7 @@ from services.common.runtime import make_broker
 from services.common.sessions import OWNER_LOST, SessionStore
 from services.devstack.probes import EventTap, wait_until
 from services.devstack.servers import free_port
-from services.health_monitor import http as http_module
+from services.health_monitor import api as api_module
 from services.health_monitor import monitor as monitor_module
 from services.health_monitor.main import asgi_app
 from services.health_monitor.monitor import HealthMonitor, needs_owner_lost
@@ -88,6 +88,15 @@ def test_a_node_that_goes_is_forgotten_and_late_heartbeats_are_pruned() -> None:
     assert "a" in view._heard
     view.prune(now=1.2 + SILENT_AFTER_BEATS)
     assert view._heard == {}
+
+
+def test_sessions_by_state_come_from_events_with_the_owner_lost_truth() -> None:
+    cluster = cluster_of(["alive"], {"s1": "alive", "s2": "dead", "s3": "alive", "s4": "alive"})
+    view = HealthView(cluster, heartbeat_interval=1.0)
+    for sid, state, node in (("s1", "connected", "alive"), ("s2", "connected", "dead"), ("s3", "banned", "alive")):
+        view.status(StatusEvent(event_id=sid, session_id=sid, at=T0, state=state, node=node))
+    # s2's owner is gone: disconnected; s4 never reported anything: created.
+    assert view.states() == {"connected": 1, "disconnected": 1, "banned": 1, "created": 1}
 
 
 def test_orphans_are_sessions_whose_owner_has_no_lease() -> None:
@@ -316,6 +325,10 @@ async def test_owner_lost_is_written_and_announced_once(settings, nc, db, stack)
             f"{sid}:owner_lost:{tokens[sid]}" for sid in lost
         )
         assert all((e["state"], e["token"]) == ("disconnected", tokens[e["session_id"]]) for e in events)
+        # Each loss is an alert too, stored once although both replicas raised it.
+        alerts = [e for sid in lost for e in tap.of(sid, "alert")]
+        assert sorted(a["event_id"] for a in alerts) == sorted(f"{sid}:owner_lost:{tokens[sid]}:alert" for sid in lost)
+        assert {(a["kind"], a["severity"]) for a in alerts} == {("owner_lost", "warning")}
 
         # Fenced out, or not the owner's to lose: untouched, and nothing announced.
         untouched = [reclaimed, unlinked, remote]
@@ -385,12 +398,12 @@ def owner_lost_events(tap: EventTap, sids: list[str]) -> list[dict]:
 async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypatch) -> None:
     # Each request waits its full timeout for a server that never answers: keep them short.
     monkeypatch.setattr(monitor_module, "PROBE_TIMEOUT", 0.3)
-    monkeypatch.setattr(http_module, "MONGO_READ_TIMEOUT", 0.3)
+    monkeypatch.setattr(api_module, "MONGO_READ_TIMEOUT", 0.3)
     unreachable: AsyncMongoClient = AsyncMongoClient(
         f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=300
     )
     monitor = HealthMonitor(settings, nc, unreachable[settings.mongo_db])
-    app = asgi_app(make_broker(settings, "test"), monitor)
+    app = asgi_app(make_broker(settings, "test"), monitor, settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monitor") as http:
         health = await http.get("/healthz")
         assert health.status_code == 503
@@ -403,4 +416,9 @@ async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypa
         assert sessions.status_code == 503 and "MongoDB unavailable" in sessions.json()["error"]
         assert (await http.get("/sessions/alice")).status_code == 503
         assert (await http.get("/nodes")).json() == {"nodes": [], "silent": []}
+        # No WA_DASHBOARD_TOKEN: the dashboard is off, and says how to turn it on.
+        off = await http.get("/")
+        assert off.status_code == 503 and "WA_DASHBOARD_TOKEN" in off.json()["detail"]
+        assert (await http.get("/ui/stream/overview")).status_code == 503
+        assert "The dashboard is off" in (await http.get("/ui/login")).text
     await unreachable.close()

@@ -13,12 +13,14 @@ import pytest
 
 from contracts.messages import Contact, Edit, Location, Reaction, Revoke, SendableParts
 from contracts.types import utcnow
+from services.common.bus import EventPublisher
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
 from services.session_actor.adapters.base import MessageRef, Outgoing, Receipt, SendError
 from services.session_actor.authors import RecentAuthors
 from services.session_actor.outbound import SendExecutor
 from tests.fakes import (
+    SUBJECTS,
     FakeClient,
     FakeJetStream,
     FakeKV,
@@ -49,6 +51,7 @@ class Rig:
             connected=self.connected,
             may_act=lambda: self.lease_valid,
             authors=self.authors,
+            alert=EventPublisher(self.js, SUBJECTS).publish,  # type: ignore[arg-type]
         )
 
     async def accept(self, send_id: str, **fields: object) -> None:

@@ -20,6 +20,7 @@ import segno
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 
+from contracts.alerts import AlertEvent
 from contracts.events import MessageEvent, StatusEvent
 from contracts.types import SessionState
 from services.common.bus import EventPublisher, new_id
@@ -151,6 +152,12 @@ async def test_events_tail_from_start_and_from_now(settings, nc) -> None:
     assert len(lines) == 2
     assert re.match(r"^\d{4}-\d\d-\d\dT[\d:.]+Z  ann  status    state=created$", lines[0]), lines[0]
     assert "message   from=15550001111@s.whatsapp.net" in lines[1] and 'text="hello there"' in lines[1]
+
+    banned = AlertEvent(event_id=new_id(), session_id="bob", at=datetime.now(UTC), kind="banned", severity="critical",
+                        message="temporary_ban: code 402, lifts in 60s", state="banned")  # fmt: skip
+    await publisher.publish(banned)
+    alert = ok(await wactl(settings, "events", "--from-start", "--kind", "alert", "--count", "1"))
+    assert alert.rstrip().endswith('bob  alert     kind=banned severity=critical message="temporary_ban: code 402, lifts in 60s"')
 
     out = ok(await wactl(settings, "events", "--from-start", "--kind", "status", "--count", "2", "--json"))
     rows = [json.loads(line) for line in out.splitlines()]
@@ -375,7 +382,7 @@ async def test_pair_shows_the_qr_code_and_ends_when_scanned(settings, nc, stack)
     assert ok(await by_code.finish()).splitlines()[-1].startswith("connected: ann is linked as ")
 
 
-async def test_send_wait_follows_the_send_until_read(settings, nc, stack) -> None:
+async def test_send_wait_follows_the_send_until_the_state_asked_for(settings, nc, stack) -> None:
     for service in ("wa-sim", "session-actor", "outbound-queue", "persistence"):
         stack.start(service)
     s = settings.subjects
@@ -383,7 +390,15 @@ async def test_send_wait_follows_the_send_until_read(settings, nc, stack) -> Non
     tap = await EventTap(nc, settings).start()
     await pair(nc, settings, tap, "ann")
 
-    send = await Wactl.start(settings, "send", "ann", "15550001111", "hello", "--id", "order-1", "--wait")
+    # As the README shows it: queued -> sent -> delivered, then done (nobody reads it here).
+    plain = ok(await wactl(settings, "send", "ann", "15550002222", "hi there", "--id", "note-1", "--wait"))
+    assert re.findall(r"^queued note-1$|state=(\w+)", plain, re.M) == ["", "sent", "delivered"]
+    sent_only = ok(await wactl(settings, "send", "ann", "15550002222", "bye", "--wait", "--until", "sent"))
+    assert re.findall(r"state=(\w+)", sent_only) == ["sent"]
+
+    send = await Wactl.start(
+        settings, "send", "ann", "15550001111", "hello", "--id", "order-1", "--wait", "--until", "read"
+    )
     await send.line_matching(r"^queued order-1$")
     sent = await send.line_matching(r"  ann  outbound  id=order-1 state=sent message_id=(\S+)$")
     await send.line_matching(r"  ann  outbound  id=order-1 state=delivered message_id=")
@@ -400,11 +415,17 @@ async def test_send_wait_follows_the_send_until_read(settings, nc, stack) -> Non
         return record["state"] == "read"
 
     await wait_until(recorded, what="persistence recording the read send")
-    again = ok(await wactl(settings, "send", "ann", "15550001111", "hello", "--id", "order-1", "--wait"))
+    again = ok(
+        await wactl(settings, "send", "ann", "15550001111", "hello", "--id", "order-1", "--wait", "--until", "read")
+    )
     assert again.splitlines()[0].endswith("(duplicate: accepted before, sent at most once)")
     assert re.findall(r"state=(\w+)", again) == ["sent", "delivered", "read"]
+    # The history names each send's recipient.
+    history = ok(await wactl(settings, "history", "outbound", "ann")).splitlines()
+    assert re.search(r" order-1 +15550001111 +read ", next(line for line in history if "order-1" in line))
+    assert re.search(r" note-1 +15550002222 +delivered ", next(line for line in history if "note-1" in line))
     stats = json.loads(ok(await wactl(settings, "sim", "stats", "--session", "ann", "--json")))
-    assert stats["sessions"]["ann"]["received"] == {"order-1": 1}
+    assert stats["sessions"]["ann"]["received"]["order-1"] == 1
     await tap.stop()
 
 

@@ -21,10 +21,12 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import ContractError, Reply
 from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
 from contracts.subjects import Subjects
 from services.common.config import Settings
+from services.common.metrics import ALERTS
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -183,9 +185,11 @@ class EventPublisher:
             encode(event),
             headers={"Nats-Msg-Id": event.event_id},
         )
+        if isinstance(event, AlertEvent):
+            ALERTS.labels(event.kind).inc()
 
 
-_EVENT_KIND: dict[type, str] = {StatusEvent: "status", MessageEvent: "message", OutboundEvent: "outbound"}
+_EVENT_KIND: dict[type, str] = {StatusEvent: "status", MessageEvent: "message", OutboundEvent: "outbound", AlertEvent: "alert"}
 
 
 async def request(nc: NatsClient, subject: str, body: Any, timeout: float = 5.0) -> Any:

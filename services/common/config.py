@@ -129,9 +129,25 @@ class Settings(BaseSettings):
     events_max_age_days: float = 7.0
     outbound_retention_days: float = 7.0
 
-    # -- health-monitor ---------------------------------------------------------------
+    # -- health-monitor and its dashboard --------------------------------------------
     health_host: str = "127.0.0.1"
     health_port: int = 8080
+    # The dashboard at `/` asks for this token (link `/?token=...`, a login form, or an
+    # `Authorization: Bearer` header); unset, the dashboard is off. `make run` makes one.
+    dashboard_token: SecretStr = SecretStr("")
+
+    # -- Prometheus metrics -------------------------------------------------------------
+    # Services without an HTTP port of their own (session-actor, outbound-queue,
+    # persistence, wa-sim) serve /metrics here; 0: not at all. Each process on one machine
+    # needs its own port (`make run` and the test harness give each a free one).
+    # health-monitor serves /metrics on health_port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Queue depth and age of the oldest send per session as well as in total: one series
+    # per session, so off by default (10,000 sessions would be 20,000 series).
+    metrics_per_session: bool = False
+    # How often the gauges read from NATS (queues, dead letters, backlogs) are refreshed.
+    metrics_interval: float = Field(default=10.0, gt=0)
 
     # -- simulated WhatsApp -----------------------------------------------------------
     sim_qr_first: float = 60.0

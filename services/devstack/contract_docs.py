@@ -24,6 +24,8 @@ from faststream.specification import AsyncAPI
 from pydantic_core import core_schema
 
 import contracts
+from contracts.alerts import AlertEvent
+from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.schema import document as schema_document
 from contracts.schema import tidy
 from contracts.sending import SCHEMA_EXTRAS
@@ -75,12 +77,23 @@ class _Nothing:
         return None
 
 
+# The events users subscribe to, as the services publish them (stream WA_EVENTS).
+EVENTS: dict[str, tuple[type, str]] = {
+    "status": (StatusEvent, "A session's state changed (with the QR code while pairing)."),
+    "message": (MessageEvent, "An inbound message."),
+    "outbound": (OutboundEvent, "A step of a send's lifecycle: queued, sent, delivered, read, failed, expired."),
+    "alert": (AlertEvent, "A moment an operator must act on (contracts/alerts.py lists the kinds)."),
+}
+
+
 def asyncapi_document() -> dict[str, Any]:
-    """One AsyncAPI document for the request subjects every service answers (events: see the
-    JSON Schema, contracts/schema.py)."""
+    """One AsyncAPI document: the request subjects every service answers and the events
+    they publish."""
     describe_structs()
     settings = Settings()
     broker: NatsBroker = make_broker(settings, "asyncapi")
+    for kind, (payload, description) in EVENTS.items():
+        broker.publisher(settings.subjects.event("{sid}", kind), schema=payload, description=description)
     # Handlers are only described here, never called: no live dependencies are needed.
     broker.include_router(session_router(None, settings))  # type: ignore[arg-type]
     broker.include_router(outbound_router(_Nothing(), None, settings))  # type: ignore[arg-type]
@@ -90,7 +103,7 @@ def asyncapi_document() -> dict[str, Any]:
         broker,
         title="WhatsApp session gateway",
         version=contracts.__version__,
-        description="Contract v1: requests and replies over NATS. Events: see the JSON Schema.",
+        description="Contract v1: requests and replies over NATS, and the events on the WA_EVENTS stream.",
         schema_version="3.0.0",
     )
     return json.loads(spec.to_specification().to_json())

@@ -10,6 +10,7 @@ servers last.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import threading
 import time
@@ -20,10 +21,19 @@ import typer
 
 from services.common.config import Settings
 from services.credentials.vault import DEV_KEY_FILE, new_key_entry
-from services.devstack.processes import NODE_SERVICE, SERVICE_MODULES, child_env
+from services.devstack.processes import (
+    MONITOR_SERVICE,
+    NODE_SERVICE,
+    SERVICE_MODULES,
+    child_env,
+    http_ports,
+    metrics_url,
+)
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats, start_nats_cluster
 
 app = typer.Typer(add_completion=False, help=__doc__)
+
+DASHBOARD_TOKEN_FILE = "dashboard-token"
 
 # Once the first process has stopped, the rest get this long: nodes bound their handoff
 # (session_actor/node.py SHUTDOWN_LIMIT), the other services their broker stop.
@@ -72,6 +82,17 @@ def dev_vault_key(data_dir: Path) -> Path:
     return key_file
 
 
+def dev_dashboard_token(data_dir: Path) -> str:
+    """The dashboard token of this checkout, made once and kept with the data (so the link
+    printed at start keeps working across restarts); production passes WA_DASHBOARD_TOKEN."""
+    token_file = data_dir / DASHBOARD_TOKEN_FILE
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+    return token_file.read_text().strip()
+
+
 @app.command()
 def run(
     nodes: int = typer.Option(1, help="session-actor nodes to start"),
@@ -108,18 +129,24 @@ def run(
             embedded_urls["mongo_url"] = servers[-1].url
         if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
             dev_vault_key(data_dir)  # session-actor and wactl find it under WA_DATA_DIR
-        env = child_env(os.environ, **embedded_urls, data_dir=data_dir)
+        token = settings.dashboard_token.get_secret_value() or dev_dashboard_token(data_dir)
+        env = child_env(os.environ, **embedded_urls, data_dir=data_dir, dashboard_token=token)
         for server in servers:
             typer.echo(f"{server.name}: {server.url} (data in {data_dir}, log {server.log_path})")
         manager = NodesFirst()
-        for name, module in SERVICE_MODULES.items():
-            if name != NODE_SERVICE:
-                manager.add_process(name, f"{sys.executable} -m {module}", env=env)
-        node_module = SERVICE_MODULES[NODE_SERVICE]
+        processes = [(name, name, {}) for name in SERVICE_MODULES if name != NODE_SERVICE]
         for i in range(nodes):
-            node_env = {**env, "WA_NODE_NAME": env.get("WA_NODE_NAME", f"node{i + 1}")}
-            manager.add_process(f"{NODE}{i + 1}", f"{sys.executable} -m {node_module}", env=node_env)
-        typer.echo(f"health: http://{settings.health_host}:{settings.health_port}/healthz   CLI: .venv/bin/wactl --help")
+            processes.append((f"{NODE}{i + 1}", NODE_SERVICE, {"node_name": env.get("WA_NODE_NAME", f"node{i + 1}")}))
+        for name, service, extra in processes:
+            # Each process its own metrics port; the health monitor keeps the configured one.
+            ports = {} if service == MONITOR_SERVICE else http_ports(service)
+            manager.add_process(
+                name, f"{sys.executable} -m {SERVICE_MODULES[service]}", env=child_env(env, **ports, **extra)
+            )
+            typer.echo(f"metrics of {name}: {metrics_url(service, settings.model_copy(update=ports))}")
+        base = f"http://{settings.health_host}:{settings.health_port}"
+        typer.echo(f"health: {base}/healthz   CLI: .venv/bin/wactl --help")
+        typer.echo(f"dashboard: {base}/ui/login?token={token}")
         manager.loop()
         code = manager.returncode or 0
     finally:

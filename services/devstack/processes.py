@@ -21,13 +21,14 @@ from services.devstack.servers import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 NODE_SERVICE = "session-actor"
+MONITOR_SERVICE = "health-monitor"
 # What runs each service, in the order a whole system starts them: the simulator first (nodes
 # connect to it), the session-actor nodes last (as many as asked).
 SERVICE_MODULES = {
     "wa-sim": "services.wa_sim",
     "persistence": "services.persistence",
     "outbound-queue": "services.outbound_queue",
-    "health-monitor": "services.health_monitor",
+    MONITOR_SERVICE: "services.health_monitor",
     NODE_SERVICE: "services.session_actor",
 }
 
@@ -52,11 +53,33 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
     return child_env(inherited, **{name: value for name, value in values.items() if value is not None})
 
 
+def http_ports(service: str) -> dict[str, int]:
+    """Free ports for what a service process serves over HTTP: the health monitor's port
+    (its endpoints, dashboard and metrics), or the metrics port of any other service.
+    Several systems, and several nodes of one, run side by side on one machine."""
+    return {"health_port": free_port()} if service == MONITOR_SERVICE else {"metrics_port": free_port()}
+
+
+def metrics_url(service: str, settings: Settings) -> str:
+    """Where a service process with `settings` serves its metrics."""
+    if service == MONITOR_SERVICE:
+        return f"http://{settings.health_host}:{settings.health_port}/metrics"
+    return f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+
+
 class Proc:
-    def __init__(self, name: str, popen: subprocess.Popen[bytes], log_path: Path) -> None:
+    def __init__(
+        self, name: str, service: str, popen: subprocess.Popen[bytes], log_path: Path, settings: Settings
+    ) -> None:
         self.name = name
+        self.service = service
         self.popen = popen
         self.log_path = log_path
+        self.settings = settings  # as the process has them (its own ports included)
+
+    @property
+    def metrics_url(self) -> str:
+        return metrics_url(self.service, self.settings)
 
     @property
     def alive(self) -> bool:
@@ -80,13 +103,13 @@ class Stack:
         self.settings = settings
         self.log_dir = log_dir
         self.procs: dict[str, Proc] = {}
-        self.health_port: int | None = None  # the health monitor's, once start_all ran
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, service: str, name: str | None = None, **overrides: Any) -> Proc:
         name = name or service
         assert name not in self.procs or not self.procs[name].alive, f"{name} already running"
         log_path = self.log_dir / f"{name}.log"
+        overrides = {**http_ports(service), **overrides}
         env = settings_env(self.settings, **overrides)
         if service == NODE_SERVICE:
             env["WA_NODE_NAME"] = overrides.get("node_name", name)
@@ -97,18 +120,15 @@ class Stack:
             stdout=log_path.open("ab"),
             stderr=subprocess.STDOUT,
         )
-        self.procs[name] = Proc(name, popen, log_path)
+        self.procs[name] = Proc(name, service, popen, log_path, self.settings.model_copy(update=overrides))
         return self.procs[name]
 
-    def start_all(self, nodes: int = 1) -> None:
+    def start_all(self, nodes: int = 1, **overrides: Any) -> None:
         for service in SERVICE_MODULES:
-            if service == "health-monitor":
-                self.health_port = free_port()  # stacks run side by side: a port each
-                self.start(service, health_port=self.health_port)
-            elif service != NODE_SERVICE:
-                self.start(service)
+            if service != NODE_SERVICE:
+                self.start(service, **overrides)
         for i in range(nodes):
-            self.start(NODE_SERVICE, f"node{i + 1}")
+            self.start(NODE_SERVICE, f"node{i + 1}", **overrides)
 
     def stop(self, name: str, timeout: float = 20.0) -> int | None:
         proc = self.procs[name]

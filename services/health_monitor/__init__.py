@@ -1,2 +1,2 @@
-"""health-monitor: the live view of nodes and sessions, status truth when an owner dies, and
-the HTTP health endpoints."""
+"""health-monitor: the live view of nodes and sessions, status truth when an owner dies, the
+HTTP health endpoints and cluster metrics, and the operator's dashboard."""

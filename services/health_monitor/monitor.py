@@ -31,11 +31,14 @@ from pymongo.errors import PyMongoError
 from contracts.events import StatusEvent
 from contracts.internal import NodeHeartbeat
 from contracts.types import LIVE_STATES, utcnow
+from services.common.alerts import owner_lost_alert
 from services.common.bus import EventPublisher
 from services.common.cluster import ClusterWatcher, fence_token
 from services.common.config import Settings
 from services.common.sessions import OWNER_LOST, SessionStore
 from services.common.tasks import cancel_and_wait, wait_event
+from services.health_monitor.changes import Changes
+from services.health_monitor.metrics import OWNER_LOST as OWNER_LOST_REPORTS
 from services.health_monitor.view import HealthView, Orphan
 
 log = structlog.get_logger(__name__)
@@ -79,6 +82,8 @@ class HealthMonitor:
         self.view = HealthView(self.cluster.view, settings.heartbeat_interval)
         self.store = SessionStore(db)
         self.events = EventPublisher(js, settings.subjects)
+        self.subjects = settings.subjects
+        self.changes = Changes()  # the dashboard's live streams wait on it
         self._wake = asyncio.Event()
         # Orphans handled (written, refused or not applicable): not looked at again.
         self._settled: set[Orphan] = set()
@@ -127,9 +132,11 @@ class HealthMonitor:
 
     async def on_status(self, event: StatusEvent) -> None:
         self.view.status(event)
+        self.changes.touch()
 
     def _cluster_changed(self, kind: str, key: str) -> None:
         self.view.cluster_changed(kind, key, time.monotonic())
+        self.changes.touch()
         if kind == "node_down":
             log.info("node lease gone", node=key)
             self._wake.set()
@@ -207,7 +214,9 @@ class HealthMonitor:
                 token=token,
             )
             self._unpublished[orphan] = event
+            OWNER_LOST_REPORTS.inc()
         await self.events.publish(event)
+        await self.events.publish(owner_lost_alert(event, orphan.node))
         del self._unpublished[orphan]
         self._settled.add(orphan)
         return wrote

@@ -17,6 +17,7 @@ import msgspec
 
 from contracts.events import StatusEvent
 from contracts.internal import NodeHeartbeat
+from contracts.types import LIVE_STATES
 from services.common.cluster import ClusterView
 from services.common.sessions import session_view
 
@@ -163,6 +164,21 @@ class HealthView:
             for sid, entry in self.cluster.sessions.items()
             if entry.owner.node is not None and entry.owner.node not in self.cluster.nodes
         ]
+
+    def states(self) -> Counter[str]:
+        """Every session by state, from the status events (cheap: no database read).
+
+        A session without a status event never left `created`; a live state whose owner
+        is gone counts as `disconnected`, as `session` reports it.
+        """
+        tally: Counter[str] = Counter()
+        for sid in self.cluster.sessions:
+            event = self.last_status.get(sid)
+            state = event.state if event is not None else "created"
+            if state in LIVE_STATES and (event is None or self.cluster.owner_of(sid) != event.node):
+                state = "disconnected"
+            tally[state] += 1
+        return tally
 
     def session(self, doc: dict[str, Any]) -> SessionHealth:
         """The health row of a session document from MongoDB (`sessions`)."""

@@ -9,7 +9,6 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contracts.envelope import not_found
-from contracts.internal import QueuedSend
 from contracts.messages import parts
 from contracts.queue import (
     DeadLetter,
@@ -23,11 +22,11 @@ from contracts.queue import (
 )
 from contracts.sending import SendText
 from contracts.subjects import Subjects
-from contracts.types import MAX_SEND_ID, utcnow
+from contracts.types import MAX_SEND_ID
 from services.outbound_queue.intake import Intake
+from services.sending.queue_reads import oldest_age
 
 _letter = msgspec.json.Decoder(DeadLetter)
-_queued = msgspec.json.Decoder(QueuedSend)
 
 
 class Operations:
@@ -42,17 +41,11 @@ class Operations:
         queued = self._subjects.outbound(sid)
         info = await self._js.stream_info(stream, subjects_filter=queued)
         scheduled = await self._js.stream_info(stream, subjects_filter=self._subjects.scheduled(sid, "*"))
-        oldest: float | None = None
-        try:
-            first = await self._js.get_msg(stream, seq=1, subject=queued, next=True)
-            oldest = (utcnow() - _queued.decode(first.data).accepted_at).total_seconds()
-        except NotFoundError:
-            pass
         return QueueStats(
             session_id=sid,
             depth=(info.state.subjects or {}).get(queued, 0),
             scheduled=sum((scheduled.state.subjects or {}).values()),
-            oldest_age_s=oldest,
+            oldest_age_s=await oldest_age(self._js, stream, queued),
         )
 
     async def list(self, req: DlqListRequest) -> DlqList:

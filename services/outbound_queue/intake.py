@@ -113,7 +113,7 @@ class Intake:
         # `queued` is written to the connection before the send itself and NATS handles one
         # connection's messages in order, so no `sent` can precede it; neither waits for
         # the other's acknowledgement.
-        await asyncio.gather(self._ledger.event(sid, req.id, "queued"), self._enqueue(sid, req, now, revision))
+        await asyncio.gather(self._ledger.queued(sid, req.id, req.to), self._enqueue(sid, req, now, revision))
         return Ok(data=SendAccepted(id=req.id, duplicate=False))
 
     async def depth(self, sid: str, near: int) -> int:

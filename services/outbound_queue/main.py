@@ -27,10 +27,12 @@ from services.common.api import request_router, strict
 from services.common.bus import ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
+from services.common.metrics import sample_every, serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.tasks import TaskSet
 from services.outbound_queue.deadletters import Operations
 from services.outbound_queue.intake import Intake
+from services.outbound_queue.metrics import QueueGauges
 from services.outbound_queue.upkeep import FAILED_FOR, Upkeep
 from services.sending.journal import SendJournal
 from services.sending.ledger import Ledger
@@ -118,6 +120,9 @@ async def serve(settings: Settings) -> None:
     tasks = TaskSet()
     await follow_states(js, settings, states, upkeep, tasks)
     await upkeep.start()
+    serve_metrics(settings, "outbound-queue")
+    gauges = QueueGauges(js, settings.subjects, settings.metrics_per_session)
+    tasks.spawn(sample_every(settings.metrics_interval, gauges.sample, "queues"), name="queue-gauges")
     broker.include_router(build_router(intake, Operations(js, settings.subjects, intake), settings))
     app = FastStream(broker)
 

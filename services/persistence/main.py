@@ -6,6 +6,7 @@ Wiring only; consuming and writing events is in writer.py, the history queries i
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import structlog
 from faststream import FastStream
@@ -15,7 +16,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.common import logs, mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
+from services.common.metrics import sample_every, serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
+from services.common.tasks import cancel_and_wait
+from services.persistence import metrics
 from services.persistence.queries import HistoryQueries, build_router
 from services.persistence.writer import DURABLE, EventConsumer, EventWriter
 
@@ -39,16 +43,22 @@ async def serve(settings: Settings) -> None:
     await ensure_topology(js, settings)
     consumer = EventConsumer(js, settings.subjects, writer)
     app = FastStream(broker)
+    serve_metrics(settings, "persistence")
+    backlog = functools.partial(metrics.sample_backlog, js, settings.subjects, DURABLE)
+    sampler: asyncio.Task[None] | None = None
 
     @app.after_startup
     async def start_consuming() -> None:
+        nonlocal sampler
         await consumer.start()
+        sampler = asyncio.create_task(sample_every(settings.metrics_interval, backlog, "persistence backlog"))
         log.info(
             "persistence ready", stream=settings.subjects.events_stream, durable=DURABLE, db=settings.mongo_db
         )
 
     @app.on_shutdown
     async def stop_consuming() -> None:
+        await cancel_and_wait(sampler)
         await consumer.stop()  # while NATS is still connected: the last batch gets acked
 
     @app.after_shutdown

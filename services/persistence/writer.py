@@ -5,8 +5,9 @@ Collections (database `settings.mongo_db`):
     status_history  one document per status event, `_id` = event_id (QR and pairing codes
                     are pairing secrets: only `had_qr` / `had_pair_code` are kept)
     messages        inbound messages, `_id` = "<sid>/<message_id>"
-    outbound        one document per send, `_id` = "<sid>/<id>", shared with outbound-queue,
-                    which inserts it at intake; events upsert it, so either may come first
+    outbound        one document per send, `_id` = "<sid>/<id>", upserted by its events
+                    (the recipient comes with `queued`)
+    alerts          one document per alert event, `_id` = event_id
 
 Every write can be applied any number of times, in any order, with the same result, so a
 replay of the stream, a redelivery, or two persistence replicas sharing the consumer change
@@ -38,10 +39,13 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from contracts.alerts import AlertEvent
 from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
 from contracts.subjects import Subjects, token
+from contracts.types import utcnow
 from services.common.mongo import DUPLICATE_KEY
 from services.common.tasks import cancel_and_wait
+from services.persistence import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -81,6 +85,7 @@ _decoders: dict[str, msgspec.json.Decoder[Any]] = {
     "status": msgspec.json.Decoder(StatusEvent),
     "message": msgspec.json.Decoder(MessageEvent),
     "outbound": msgspec.json.Decoder(OutboundEvent),
+    "alert": msgspec.json.Decoder(AlertEvent),
 }
 
 
@@ -136,7 +141,7 @@ def outbound_update(event: OutboundEvent) -> list[dict[str, Any]]:
     event once (by event_id), sorted by time. (Only the error text of two different events
     of the same state depends on order: the first one's stays.)
     """
-    step = _fields(event, "session_id", "id")
+    step = _fields(event, "session_id", "id", "to")
     if event.error is not None:
         step["error"] = msgspec.structs.asdict(event.error)
     advances = {"$gt": [outbound_rank(event.state), {"$indexOfArray": [list(OUTBOUND_ORDER), "$state"]}]}
@@ -163,6 +168,8 @@ def outbound_update(event: OutboundEvent) -> list[dict[str, Any]]:
             ]
         },
     }
+    if event.to is not None:
+        fields["to"] = {"$ifNull": ["$to", _literal(event.to)]}
     if event.message_id is not None:
         # One per send; should two ever differ, the smaller wins, whatever the order.
         fields["message_id"] = {"$min": ["$message_id", _literal(event.message_id)]}
@@ -178,6 +185,7 @@ class EventWriter:
         self.status = db["status_history"]
         self.messages = db["messages"]
         self.outbound = db["outbound"]
+        self.alerts = db["alerts"]
         self._outbound_ttl = int(outbound_retention_days * 86400)
 
     async def ensure_indexes(self) -> None:
@@ -222,6 +230,8 @@ class EventWriter:
             return self.status, InsertOne(status_document(event))
         if isinstance(event, MessageEvent):
             return self.messages, InsertOne(message_document(event))
+        if isinstance(event, AlertEvent):
+            return self.alerts, InsertOne({**_fields(event, "event_id"), "_id": event.event_id})
         return self.outbound, UpdateOne({"_id": outbound_key(event)}, outbound_update(event), upsert=True)
 
     @staticmethod
@@ -276,9 +286,12 @@ async def store_batch(writer: EventWriter, msgs: Sequence[Msg]) -> None:
         for msg in decoded:
             await msg.nak(delay=RETRY_DELAY)
         return
+    now = utcnow()
     for position, (msg, event) in enumerate(zip(decoded, events, strict=True)):
         reason = refused.get(position)
         if reason is None:
+            metrics.EVENTS_STORED.labels(token(msg.subject, -1)).inc()
+            metrics.LAG.observe(max(0.0, (now - event.at).total_seconds()))
             await msg.ack()
         elif msg.metadata.num_delivered >= GIVE_UP_AFTER:
             log.error(

@@ -20,7 +20,9 @@ from contracts.internal import QueuedSend
 from contracts.queue import DeadLetter
 from contracts.subjects import Subjects
 from contracts.types import utcnow
+from services.common.alerts import dead_letter_alert
 from services.common.bus import EventPublisher, encode, new_id
+from services.sending import metrics
 from services.sending.journal import SendJournal, SendRecord
 
 
@@ -32,7 +34,13 @@ class Ledger:
         self._events = EventPublisher(js, subjects)
 
     async def event(
-        self, sid: str, send_id: str, state: str, message_id: str | None = None, error: ErrorBody | None = None
+        self,
+        sid: str,
+        send_id: str,
+        state: str,
+        message_id: str | None = None,
+        error: ErrorBody | None = None,
+        to: str | None = None,
     ) -> None:
         await self._events.publish(
             OutboundEvent(
@@ -43,12 +51,19 @@ class Ledger:
                 state=state,  # type: ignore[arg-type]
                 message_id=message_id,
                 error=error,
+                to=to,
             )
         )
+
+    async def queued(self, sid: str, send_id: str, to: str) -> None:
+        """A new send is in its session's queue."""
+        metrics.SENDS_ACCEPTED.inc()
+        await self.event(sid, send_id, "queued", to=to)
 
     async def reject(self, sid: str, send_id: str, error: ErrorBody) -> None:
         """A send that was never accepted, reported as an event (its request had no reply
         subject). Its event id is unique: it is not a step of any accepted send's lifecycle."""
+        metrics.SENDS.labels("rejected", error.code).inc()
         await self._events.publish(
             OutboundEvent(
                 event_id=f"{sid}:out:{send_id}:rejected:{new_id()}",
@@ -67,6 +82,9 @@ class Ledger:
             self.journal.note_message(sid, message_id, record.id),
             self.journal.settle(sid, msgspec.structs.replace(record, state="sent", message_id=message_id)),
         )
+        metrics.SENDS.labels("sent", "").inc()
+        if record.accepted_at is not None:
+            metrics.SEND_LATENCY.observe(max(0.0, (utcnow() - record.accepted_at).total_seconds()))
         await self.event(sid, record.id, "sent", message_id=message_id)
 
     async def release(self, sid: str, record: SendRecord, attempts: int) -> None:
@@ -81,21 +99,25 @@ class Ledger:
         dead_letter: QueuedSend | None = None,
         node: str | None = None,
     ) -> None:
-        """A send the actor holds (`sending`) will never be sent."""
+        """A send the actor holds (`sending`) will never be sent; with `dead_letter`, a copy
+        goes to the dead-letter queue and an alert says so."""
         await self.journal.settle(sid, msgspec.structs.replace(record, state="failed", failed=error.code))
+        metrics.SENDS.labels("failed", error.code).inc()
         if dead_letter is not None:
-            letter = DeadLetter(
-                item=dead_letter, error=error, attempts=record.attempts, failed_at=utcnow(), node=node
-            )
+            now = utcnow()
+            letter = DeadLetter(item=dead_letter, error=error, attempts=record.attempts, failed_at=now, node=node)
             await self._js.publish(
                 self._subjects.dead_letter(sid), encode(letter), headers={"Nats-Msg-Id": f"{sid}/{record.id}"}
             )
+            metrics.DEAD_LETTERS.inc()
+            await self._events.publish(dead_letter_alert(sid, record.id, error, now, node))
         await self.event(sid, record.id, "failed", error=error)
 
     async def fail_waiting(self, sid: str, send_id: str, error: ErrorBody) -> bool:
         """Fail a send nobody holds (still `accepted`); False when it had moved on."""
         moved, _ = await self.journal.move(sid, send_id, "accepted", "failed", failed=error.code)
         if moved:
+            metrics.SENDS.labels("failed", error.code).inc()
             await self.event(sid, send_id, "failed", error=error)
         return moved
 
@@ -103,6 +125,7 @@ class Ledger:
         """A send still waiting when its `expires_at` passed; False when it had moved on."""
         moved, _ = await self.journal.move(sid, send_id, "accepted", "expired")
         if moved:
+            metrics.SENDS.labels("expired", "expired").inc()
             await self.event(
                 sid, send_id, "expired", error=ErrorBody(code="expired", message="expires_at passed before sending")
             )

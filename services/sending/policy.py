@@ -75,6 +75,11 @@ class Pacer:
         # Waiting longer never breaks the rate; it keeps a bucket-bound rhythm irregular.
         return max(after_gap, for_token + self.extra if for_token > 0 else 0.0)
 
+    def capped(self, today: date) -> bool:
+        """The daily cap is used up for `today` (sends wait until the next day)."""
+        cap = self.policy.daily_cap
+        return self.policy.enabled and cap is not None and self.day == today and self.sent_today >= cap
+
     def sent(self, now: float) -> None:
         if not self.policy.enabled:
             return

@@ -27,9 +27,12 @@ from contracts.events import StatusEvent
 from contracts.queue import SendPolicy
 from contracts.sessions import MarkedRead, MarkRead, PairByCode, PairRequest, PairStarted
 from contracts.types import to_jid, utcnow
+from services.common.alerts import status_alert
 from services.common.bus import new_id
+from services.common.reasons import reason_kind
 from services.credentials.vault import Restored, VaultError
 from services.session_actor import machine as m
+from services.session_actor import metrics
 from services.session_actor.adapters.base import (
     ClientEvent,
     InboundMessage,
@@ -82,6 +85,8 @@ class SessionActor:
         self.restored: Restored | None = None
         self.state = "created"
         self.reason: str | None = None
+        # The reason of the last `disconnected` report: flapping alerts once when it starts.
+        self._last_drop: str | None = None
         self.since: datetime = utcnow()
         self.connected = asyncio.Event()
         self.finished = asyncio.Event()
@@ -97,6 +102,7 @@ class SessionActor:
             connected=self.connected,
             may_act=host.may_act,
             authors=authors,
+            alert=host.events.publish,
         )
         self.inbound = InboundPipeline(
             host.inbound, sid=sid, publish=host.events.publish, may_act=self._may_act, authors=authors
@@ -177,15 +183,19 @@ class SessionActor:
         self.sender.apply(msgspec.convert(doc.get("policy") or {}, SendPolicy))
         self._unlisten = await host.commands.listen(self.sid, self.command)
         fallback_note: str | None = None
+        started = time.monotonic()
         try:
             self.restored = await host.vault.restore(self.sid)
         except VaultError as exc:
+            metrics.VAULT_RESTORES.labels("unusable").inc()
             # Another node's keys may open them: the node hands the session back (`unusable`).
             self.log.error("credentials unusable: handing the session back", error=str(exc))
             self.unusable = f"{CREDENTIALS_UNUSABLE}: {exc}"
             await self._report(m.Report("stopped", reason=self.unusable))
             await self._finish(_Stop(graceful=False, reason=self.unusable))
             return False
+        metrics.VAULT_RESTORE_SECONDS.observe(time.monotonic() - started)
+        metrics.VAULT_RESTORES.labels(_restore_outcome(self.restored)).inc()
         if self.restored is not None:
             host.stores.write(self.sid, self.restored.store)
             if self.restored.skipped:
@@ -272,6 +282,7 @@ class SessionActor:
     async def _report(self, report: m.Report, pair_code: str | None = None) -> None:
         if not self._may_act():
             return
+        previous = self.state
         if report.state != self.state:
             self.since = utcnow()
         self.state, self.reason = report.state, report.reason
@@ -295,20 +306,40 @@ class SessionActor:
             return
         if not self._may_act():
             return  # paused after the write: the event would arrive after a newer owner's
-        await self.host.events.publish(
-            StatusEvent(
-                event_id=new_id(),
-                session_id=self.sid,
-                at=utcnow(),
-                state=report.state,  # type: ignore[arg-type]
-                reason=report.reason,
-                node=self.host.node_id,
-                jid=report.jid,
-                qr=report.qr,
-                pair_code=pair_code,
-                token=self.token,
-            )
+        status = StatusEvent(
+            event_id=new_id(),
+            session_id=self.sid,
+            at=utcnow(),
+            state=report.state,  # type: ignore[arg-type]
+            reason=report.reason,
+            node=self.host.node_id,
+            jid=report.jid,
+            qr=report.qr,
+            pair_code=pair_code,
+            token=self.token,
         )
+        await self.host.events.publish(status)
+        await self._tell_operators(status, previous)
+
+    async def _tell_operators(self, status: StatusEvent, previous: str) -> None:
+        """A reported status as metrics, and as an alert when someone must act on it."""
+        if status.state != previous:
+            metrics.STATE_CHANGES.labels(status.state, reason_kind(status.reason)).inc()
+            if status.state == "connecting" and previous in ("disconnected", "banned"):
+                metrics.RECONNECTS.inc()
+        alert = status_alert(
+            event_id=status.event_id,
+            session_id=self.sid,
+            at=status.at,
+            state=status.state,
+            reason=status.reason,
+            previous_drop=self._last_drop,
+            node=self.host.node_id,
+        )
+        if status.state == "disconnected":
+            self._last_drop = status.reason
+        if alert is not None:
+            await self.host.events.publish(alert)
 
     async def _request_pair_code(self, client: WhatsAppClient, phone: str) -> None:
         try:
@@ -351,16 +382,23 @@ class SessionActor:
         self._cancel_snapshot()
         if self.client is None or not self.machine.has_credentials or not self._may_act():
             return
+        started = time.monotonic()
         try:
             store = await self.client.snapshot()
         except FileNotFoundError:
             return
         saved = await self.host.vault.save(self.sid, self.token, store, last=self.restored)
         if saved is None:
+            metrics.VAULT_SAVES.labels("refused").inc()
             self.log.warning("credential write refused: a newer owner holds the session")
             self.abort()
             return
-        if saved is not self.restored:
+        if saved is self.restored:
+            metrics.VAULT_SAVES.labels("unchanged").inc()
+        else:
+            metrics.VAULT_SAVES.labels("saved").inc()
+            metrics.VAULT_SAVE_SECONDS.observe(time.monotonic() - started)
+            metrics.STORE_BYTES.observe(len(store))
             self.log.info("credentials saved", version=saved.version, bytes=len(store))
         self.restored = saved
 
@@ -484,6 +522,12 @@ class SessionActor:
 
 class _Snapshot:
     """Inbox item: the debounce delay after store changes is over."""
+
+
+def _restore_outcome(restored: Restored | None) -> str:
+    if restored is None:
+        return "empty"
+    return "fallback" if restored.skipped else "restored"
 
 
 def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:

@@ -29,6 +29,7 @@ from contracts.messages import MediaInfo, MessageParts, parts
 from contracts.types import utcnow
 from services.common.tasks import cancel_and_wait
 from services.session_actor import inbound_media as rules
+from services.session_actor import metrics
 from services.session_actor.adapters.base import InboundMedia, InboundMessage, MediaFetchError
 from services.session_actor.authors import RecentAuthors
 from services.session_actor.media_store import StoredFile
@@ -117,6 +118,7 @@ class InboundPipeline:
             event = message_event(self._sid, message, await fetched)
             if not await self._published(event):
                 return  # the node may no longer act: a newer owner takes the session over
+            metrics.INBOUND.labels(event.type).inc()
             self._authors.note(message.message_id, message.from_me, message.sender)
             if message.ack is not None:
                 await message.ack()

@@ -27,6 +27,7 @@ from contracts.types import utcnow
 from services.common.bus import encode
 from services.common.cluster import NODE
 from services.common.config import Settings
+from services.session_actor import metrics
 from services.session_actor.lease import LeaseClock
 
 log = structlog.get_logger(__name__)
@@ -97,6 +98,7 @@ class LeaseKeeper:
             )
             self._revision = ack.seq
             self.clock.renewed(sent)
+            metrics.LEASE_RENEWAL_SECONDS.observe(time.monotonic() - sent)
 
     async def drop(self) -> None:
         """The node has stopped: its lease goes now rather than when it expires."""
@@ -109,14 +111,18 @@ class LeaseKeeper:
             tick = time.monotonic()
             await asyncio.sleep(interval)
             self.loop_lag_ms = max(0.0, (time.monotonic() - tick - interval) * 1000)
+            metrics.LOOP_LAG.set(self.loop_lag_ms / 1000)
             try:
                 await self.renew()
+                metrics.LEASE_RENEWALS.labels("ok").inc()
             except (KeyWrongLastSequenceError, APIError) as exc:
                 # The server no longer has our lease: another node may own our sessions now.
+                metrics.LEASE_RENEWALS.labels("lost").inc()
                 log.error("lease lost", node=self.node_id, error=str(exc))
                 await self._rejoin(holder)
                 continue
             except Exception as exc:
+                metrics.LEASE_RENEWALS.labels("failed").inc()
                 log.warning("lease renewal failed", node=self.node_id, error=str(exc))
             if not self.clock.valid(time.monotonic()):
                 holder.lease_invalid()

@@ -28,6 +28,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from services.common.reasons import LOGOUT_REQUESTED
+
 # ----------------------------------------------------------------------------- inputs
 
 
@@ -512,7 +514,7 @@ class ConnectionMachine:
 
     def _on_logout_requested(self, e: LogoutRequested) -> list[Effect]:
         effects: list[Effect] = [Logout()] if self.has_credentials else []
-        return effects + self._logged_out("logged_out: by request")
+        return effects + self._logged_out(LOGOUT_REQUESTED)
 
     def _on_stop_requested(self, e: StopRequested) -> list[Effect]:
         was_live = self.phase in _LIVE_PHASES

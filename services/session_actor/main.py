@@ -15,6 +15,7 @@ from faststream import FastStream
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
+from prometheus_client import REGISTRY
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common import logs, mongo
@@ -22,6 +23,7 @@ from services.common.bus import EventPublisher, ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
 from services.common.media import MediaLimits
+from services.common.metrics import serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.sessions import SessionStore
 from services.credentials import importer
@@ -35,6 +37,7 @@ from services.session_actor.inbound import InboundKit
 from services.session_actor.inbound_media import InboundMediaPolicy
 from services.session_actor.machine import ReconnectPolicy
 from services.session_actor.media_store import MediaStore
+from services.session_actor.metrics import SessionStates
 from services.session_actor.node import ImportAtStartup, Node
 from services.session_actor.outbound import SendingKit
 from services.session_actor.send_queue import SendQueues
@@ -149,6 +152,8 @@ async def serve(settings: Settings) -> None:
     await ensure_topology(broker.connection.jetstream(), settings)
     mongo_client, db = mongo.connect(settings, "session-actor")
     parts = await assemble(settings, broker.connection, db, keyring)
+    REGISTRY.register(SessionStates(lambda: [actor.state for actor in parts.node.actors]))
+    serve_metrics(settings, "session-actor")
     await parts.node.start()
     broker.include_router(build_router(parts.api, settings))
     app = FastStream(broker)

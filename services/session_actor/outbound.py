@@ -19,26 +19,29 @@ import contextlib
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import msgspec
 import structlog
 
+from contracts.alerts import AlertEvent
 from contracts.envelope import ErrorBody
 from contracts.internal import QueuedSend
 from contracts.messages import SendableParts, parts
 from contracts.queue import PacingPolicy, SendPolicy
 from contracts.sending import Media
 from contracts.types import to_jid, utcnow
+from services.common.alerts import daily_cap_alert
 from services.common.media import MediaLimits
 from services.common.tasks import cancel_and_wait, wait_event
 from services.sending.journal import SendRecord, accepted_record
 from services.sending.ledger import Ledger
 from services.sending.policy import Pacer, RetryPolicy, expired
 from services.session_actor import media as media_files
+from services.session_actor import metrics
 from services.session_actor.adapters.base import (
     MessageRef,
     Outgoing,
@@ -79,7 +82,8 @@ class SendExecutor:
     `client` gives the actor's current WhatsApp client (it is replaced when credentials are
     destroyed), `connected` is set while the connection is up, `may_act` says whether the
     node still holds its lease, `authors` who wrote the messages the actor saw lately (what
-    a reply, reaction, edit or revoke says of its target).
+    a reply, reaction, edit or revoke says of its target), `alert` publishes an alert (the
+    daily cap reached).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class SendExecutor:
         connected: asyncio.Event,
         may_act: Callable[[], bool],
         authors: RecentAuthors,
+        alert: Callable[[AlertEvent], Awaitable[None]],
     ) -> None:
         self._kit = kit
         self._ledger = kit.ledger
@@ -103,6 +108,8 @@ class SendExecutor:
         self._connected = connected
         self._may_act = may_act
         self._authors = authors
+        self._alert = alert
+        self._capped_on: date | None = None  # the day the daily cap alert went out
         self.policy = SendPolicy()
         self.pacer = Pacer(kit.default_pacing, random.Random(), started=time.monotonic())
         self._task: asyncio.Task[None] | None = None
@@ -194,6 +201,11 @@ class SendExecutor:
             wait = self.pacer.delay(time.monotonic(), now.date(), (midnight - now).total_seconds())
             if wait <= 0:
                 return
+            metrics.PACING_DELAY.observe(wait)
+            if self.pacer.capped(now.date()) and self._capped_on != now.date():
+                self._capped_on = now.date()
+                cap = self.pacer.policy.daily_cap or 0
+                await self._alert(daily_cap_alert(self._sid, now.date(), cap, now, self._node_id))
             self._policy_changed.clear()
             await self._holding(msg, wait_event(self._policy_changed, wait))
 

@@ -28,7 +28,7 @@ from services.common.bus import encode
 from services.common.cluster import OWN, ClusterWatcher
 from services.common.config import Settings
 from services.common.tasks import TaskSet, wait_event
-from services.session_actor import placement
+from services.session_actor import metrics, placement
 from services.session_actor.actors import ActorRegistry
 
 log = structlog.get_logger(__name__)
@@ -127,7 +127,10 @@ class SessionOwnership:
 
             async def claim(sid: str) -> bool:
                 async with limit:
-                    return await self.claim(sid, decided[sid])
+                    won = await self.claim(sid, decided[sid])
+                if won and owners.get(sid) is not None:  # its owner died without handing it over
+                    metrics.TAKEOVERS.inc()
+                return won
 
             won = await asyncio.gather(*(claim(sid) for sid in decided))
             log.info("claimed sessions", node=me, claimed=sum(won), tried=len(decided), owned=len(self._actors))
@@ -153,9 +156,11 @@ class SessionOwnership:
                     await self._hand_back(sid, "shutdown", revision)
                 return False
         except KeyWrongLastSequenceError:
+            metrics.CLAIMS.labels("lost").inc()
             return False  # it changed since: another node was faster, or it has an owner
         finally:
             self._busy.discard(sid)
+        metrics.CLAIMS.labels("won").inc()
         self._actors.start(sid, revision)
         return True
 
@@ -172,6 +177,7 @@ class SessionOwnership:
             if entry is not None and entry.owner.node == self._me.node_id:
                 with contextlib.suppress(KeyWrongLastSequenceError, NotFoundError):
                     await self._hand_back(sid, reason, entry.revision)
+                    metrics.RELEASES.labels("shutdown" if reason == "shutdown" else "rebalancing").inc()
         finally:
             self._busy.discard(sid)
 

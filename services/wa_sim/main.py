@@ -38,6 +38,7 @@ from services.common.api import request_router, strict
 from services.common.bus import DAY, encode, object_sha256
 from services.common.config import Settings
 from services.common.media import decode_base64
+from services.common.metrics import serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
 from services.common.tasks import cancel_and_wait
 from services.wa_sim.state import StateFile
@@ -310,6 +311,7 @@ async def serve(settings: Settings) -> None:
     await wait_for_servers(settings, mongo=False)
     broker, simulator = build(settings)
     app = FastStream(broker)
+    serve_metrics(settings, "wa-sim")  # process metrics only: the simulator is no production part
 
     @app.on_startup
     async def start() -> None:

@@ -17,6 +17,7 @@ class Kind(StrEnum):
     status = "status"
     message = "message"
     outbound = "outbound"
+    alert = "alert"
 
 
 def events(

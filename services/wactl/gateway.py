@@ -14,7 +14,8 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from contracts.events import MessageEvent, OutboundEvent, StatusEvent
+from contracts.alerts import AlertEvent
+from contracts.events import Event, MessageEvent, OutboundEvent, StatusEvent
 from contracts.sessions import Empty
 from contracts.subjects import token
 from services.common.bus import request
@@ -25,10 +26,11 @@ from services.wactl.exits import EXIT_UNREACHABLE, Failure
 T = TypeVar("T")
 
 CLOSE_TIMEOUT = 2.0
-EVENT_TYPES: dict[str, type[StatusEvent | MessageEvent | OutboundEvent]] = {
+EVENT_TYPES: dict[str, type[Event]] = {
     "status": StatusEvent,
     "message": MessageEvent,
     "outbound": OutboundEvent,
+    "alert": AlertEvent,
 }
 
 
@@ -39,7 +41,7 @@ def convert(data: Any, type_: type[T]) -> T:
         raise Failure(f"unexpected reply (expected {type_.__name__}): {exc}") from None
 
 
-def decode_event(msg: Msg) -> StatusEvent | MessageEvent | OutboundEvent | None:
+def decode_event(msg: Msg) -> Event | None:
     try:
         return msgspec.json.decode(msg.data, type=EVENT_TYPES[token(msg.subject, -1)])
     except (KeyError, msgspec.DecodeError):

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 import msgspec
 import segno
 
-from contracts.events import MessageEvent, OutboundEvent, StatusEvent
+from contracts.alerts import AlertEvent
+from contracts.events import Event, MessageEvent, StatusEvent
 from contracts.history import OutboundRecord, StatusRecord
 from contracts.messages import MediaInfo
 from contracts.queue import DlqEntry, QueueStats, SendPolicy
@@ -110,8 +111,12 @@ def session_table(sessions: Sequence[Session]) -> str:
 # -------------------------------------------------------------------------- events
 
 
-def event_fields(event: StatusEvent | MessageEvent | OutboundEvent) -> str:
+def event_fields(event: Event) -> str:
     """The key fields of an event (QR codes and pairing codes are secrets: only flagged)."""
+    if isinstance(event, AlertEvent):
+        return fields(
+            [("kind", event.kind), ("severity", event.severity), ("send", event.send_id), ("message", event.message)]
+        )
     if isinstance(event, StatusEvent):
         return fields(
             [
@@ -208,7 +213,7 @@ def message_summary(m: MessageEvent) -> str:
     return short(quote + " ".join(x for x in (what, m.text) if x), 80) or ""
 
 
-def event_line(kind: str, event: StatusEvent | MessageEvent | OutboundEvent) -> str:
+def event_line(kind: str, event: Event) -> str:
     return f"{when(event.at)}  {event.session_id}  {kind:<8}  {event_fields(event)}"
 
 

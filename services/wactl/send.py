@@ -1,11 +1,12 @@
 """`wactl send`: a text or a file (maybe replying to a message), a reaction, an edit, a
 revoke, a location or a contact, checked here as the server would, and with --wait each
-further state of the send until a final one."""
+further state of the send until the one asked for (--until) or a failure."""
 
 import asyncio
 import base64
 import re
 import uuid
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,15 @@ from services.wactl.running import with_nats
 
 # How far a send got; the final states rank last.
 PROGRESS = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4, "expired": 4}
+FAILED = ("failed", "expired")
+
+
+class Until(StrEnum):
+    """The states --wait can wait for. `read` needs the recipient to open the message."""
+
+    sent = "sent"
+    delivered = "delivered"
+    read = "read"
 
 
 def send(
@@ -78,9 +88,10 @@ def send(
     send_at: Annotated[str | None, typer.Option(help="send no earlier than this RFC 3339 time")] = None,
     expires_at: Annotated[str | None, typer.Option(help="give up after this RFC 3339 time")] = None,
     wait: Annotated[
-        bool, typer.Option("--wait", help="follow the send until read, failed or expired")
+        bool, typer.Option("--wait", help="follow the send until it is --until, or failed or expired")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="seconds --wait waits for a final state")] = 60.0,
+    until: Annotated[Until, typer.Option(help="with --wait: the state to wait for")] = Until.delivered,
+    timeout: Annotated[float, typer.Option(help="seconds --wait waits")] = 60.0,
     as_json: Json = False,
 ) -> None:
     """Send a text message, or a file with an optional caption, or a reaction, an edit, a
@@ -91,7 +102,7 @@ def send(
     raw = given(id=send_id or str(uuid.uuid4()), to=to, send_at=send_at, expires_at=expires_at, reply_to=reply_to)
     raw.update(message_body(text, react=react, edit=edit, revoke=revoke, location=location, address=address, contact=contact))
     message = checked_send(raw, sources, filename, mime, ctx.obj.settings)
-    with_nats(ctx, lambda gateway: send_and_follow(gateway, sid, message, wait, timeout, as_json))
+    with_nats(ctx, lambda gateway: send_and_follow(gateway, sid, message, until if wait else None, timeout, as_json))
 
 
 def checked_send(
@@ -190,24 +201,24 @@ def media_body(
 
 
 async def send_and_follow(
-    gateway: Gateway, sid: str, message: SendText, wait: bool, timeout: float, as_json: bool
+    gateway: Gateway, sid: str, message: SendText, until: Until | None, timeout: float, as_json: bool
 ) -> int:
-    """Send, print the reply, and with `wait` follow the send to its final state."""
+    """Send, print the reply, and with `until` follow the send until that state."""
     subject = gateway.subjects.event(sid, "outbound")
-    feed = await gateway.tail(subject) if wait else None
+    feed = await gateway.tail(subject) if until is not None else None
     data = await gateway.call(gateway.subjects.send(sid), message)
     accepted = convert(data, SendAccepted)
     note = " (duplicate: accepted before, sent at most once)" if accepted.duplicate else ""
     typer.echo(render.to_json(data) if as_json else f"{accepted.state} {accepted.id}{note}")
-    if feed is None:
+    if feed is None or until is None:
         return 0
-    return await follow_send(gateway, feed, sid, accepted, timeout, as_json)
+    return await follow_send(gateway, feed, sid, accepted, until, timeout, as_json)
 
 
 async def follow_send(
-    gateway: Gateway, feed: Feed, sid: str, accepted: SendAccepted, timeout: float, as_json: bool
+    gateway: Gateway, feed: Feed, sid: str, accepted: SendAccepted, until: Until, timeout: float, as_json: bool
 ) -> int:
-    """Print each further state of the send until a final one: 0 when read, 1 when it failed.
+    """Print each further state of the send until `until` (0) or a failure (1).
 
     Events of one send can reach the stream out of order (`queued` is published by the
     queue, `sent` by the actor): a state behind one already shown is old news and skipped.
@@ -232,16 +243,16 @@ async def follow_send(
         for event in await past_states(gateway, sid, accepted.id):
             show(event)
     deadline = asyncio.get_running_loop().time() + timeout
-    while final is None:
+    while final is None and progress < PROGRESS[until]:
         msg = await feed.next(deadline)
         if msg is None:
-            raise Failure(f"timed out after {timeout:g}s waiting for {accepted.id} to be read", EXIT_TIMEOUT)
+            raise Failure(f"timed out after {timeout:g}s waiting for {accepted.id} to be {until}", EXIT_TIMEOUT)
         event = decode_event(msg)
         if isinstance(event, OutboundEvent) and event.id == accepted.id:
             show(event, msg.data)
-    if final.state == "read":
-        return 0
-    raise Failure(f"send {accepted.id} {final.state}: {render.error_text(final.error) or 'no reason given'}")
+    if final is not None and final.state in FAILED:
+        raise Failure(f"send {accepted.id} {final.state}: {render.error_text(final.error) or 'no reason given'}")
+    return 0
 
 
 async def past_states(gateway: Gateway, sid: str, send_id: str) -> list[OutboundEvent]:
