@@ -16,7 +16,6 @@ from contracts.envelope import ErrorBody
 from contracts.events import StatusEvent
 from services.common import alerts
 from services.common.reasons import KINDS, LOGOUT_REQUESTED, reason_kind
-from services.credentials.vault import new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.scenarios import pair
 from services.session_actor import machine as m
@@ -144,7 +143,8 @@ async def test_the_moments_to_act_become_alert_events(settings, nc, db, stack) -
     assert kinds_of(tap, "capped") == ["daily_cap"]
     assert {e["state"] for e in tap.of("unlinked", "alert")} == {"logged_out"}
 
-    # Credentials: the newest version damaged, then no key that opens any.
+    # Credentials: the newest version damaged, then every version of them. (A node whose keys
+    # open no stored credentials at all takes no session: tests/test_wrong_key.py.)
     assert stack.stop("node1") == 0
     credentials = db["credentials"]
     doc = await credentials.find_one({"_id": "vaulted"})
@@ -155,7 +155,10 @@ async def test_the_moments_to_act_become_alert_events(settings, nc, db, stack) -
     fallback = await tap.wait_for("vaulted", "alert", lambda e: e["kind"] == "credentials_fallback", timeout=60)
     assert fallback["severity"] == "warning" and "skipped" in fallback["message"]
     assert stack.stop("node1") == 0
-    stack.start("session-actor", "node1", vault_keys=new_key_entry("not-the-one"), **tuned)
+    doc = await credentials.find_one({"_id": "vaulted"})
+    ruined = [{**v, "blob": Binary(bytes(len(v["blob"])))} for v in doc["versions"]]
+    await credentials.update_one({"_id": "vaulted"}, {"$set": {"versions": ruined}})
+    stack.start("session-actor", "node1", **tuned)
     unusable = await tap.wait_for("vaulted", "alert", lambda e: e["kind"] == "credentials_unusable", timeout=60)
     assert unusable["state"] == "stopped" and unusable["severity"] == "critical"
     await tap.stop()
