@@ -92,6 +92,20 @@ def cluster(sessions: int = 20, sends: int = 4000, every: float = 10.0, down_for
     asyncio.run(bench_cluster.run(sessions, sends, every, down_for))
 
 
+@app.command()
+def cpu(
+    sessions: int = 100,
+    sends: int = 3000,
+    in_flight: int = 128,
+    idle: float = 20.0,
+    baseline: str = typer.Option(None, help="a git revision to measure first, side by side"),
+) -> None:
+    """CPU per send of every process next to raw JetStream, and per idle session."""
+    from bench import cpu as bench_cpu
+
+    asyncio.run(bench_cpu.run(sessions, sends, in_flight, idle, baseline))
+
+
 @app.command(name="all")
 def run_all() -> None:
     """Every benchmark with its default parameters."""

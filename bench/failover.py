@@ -50,6 +50,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.kv import KV_DEL, KV_PURGE
 from pymongo import AsyncMongoClient
 
+from bench.proc_cpu import busy_seconds, cpu_seconds, servers_of
 from bench.results import RESULTS, SERVICE_LOGS, Report, host_speed_ms, percentiles
 from services.common.cluster import NODE, OWN
 from services.devstack.probes import call, call_ok
@@ -272,9 +273,6 @@ class Timeline:
         return out
 
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 class Cpu:
     """CPU seconds of every process of the system under test (and the benchmark) and of the
     whole machine, from /proc: which process is the bottleneck, and how busy others keep it."""
@@ -293,37 +291,16 @@ class Cpu:
         return found
 
     def _find_servers(self) -> dict[tuple[str, int], int]:
-        found: dict[tuple[str, int], int] = {}
-        work = str(self._bench.work_dir)
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read().decode(errors="replace")
-            except OSError:
-                continue
-            if work in cmdline:
-                name = (
-                    "nats-server" if "nats-server" in cmdline else "mongo" if "secantus" in cmdline else None
-                )
-                if name:
-                    found[(name, int(entry))] = int(entry)
-        return found
+        return {(name.split("#")[0], pid): pid for name, pid in servers_of(self._bench.work_dir).items()}
 
     def sample(self) -> tuple[float, dict[tuple[str, int], float], float]:
         times: dict[tuple[str, int], float] = {}
         for key, pid in self._pids().items():
             try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                times[key] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+                times[key] = cpu_seconds(pid)
             except (OSError, IndexError, ValueError):
                 continue
-        with open("/proc/stat") as f:
-            cpu = [int(x) for x in f.readline().split()[1:]]
-        busy = (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK  # all but idle and iowait
-        return time.time(), times, busy
+        return time.time(), times, busy_seconds()
 
     async def trace(self, interval: float = 0.5) -> None:
         """Samples every `interval` into `self.samples`, until cancelled."""

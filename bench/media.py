@@ -29,11 +29,11 @@ from typing import Any
 import msgspec
 from nats.js.object_store import ObjectStore
 
+from bench.proc_cpu import busy_seconds, cpu_seconds
 from bench.results import SERVICE_LOGS, Report, host_speed_ms
 from services.common.bus import encode
 from services.devstack.scenarios import RunningSystem, fresh_system, pair_many
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIZES = {"100 KB": 100 * 1000, "5 MB": 5 * 1000 * 1000}
 CONCURRENCY = 4
 
@@ -41,20 +41,6 @@ CONCURRENCY = 4
 def image(size: int) -> bytes:
     """A PNG-looking file of `size` bytes that compresses like a photo (not at all)."""
     return (b"\x89PNG\r\n\x1a\n" + os.urandom(size))[:size]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU a process has used so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def busy_seconds() -> float:
-    """CPU time the whole host has spent on anything but idling and waiting for I/O."""
-    with open("/proc/stat") as f:
-        cpu = [int(x) for x in f.readline().split()[1:]]
-    return (sum(cpu) - cpu[3] - cpu[4]) / CLK_TCK
 
 
 async def gateway_run(bench: RunningSystem, sids: list[str], name: str, count: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
 
+import msgspec
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -327,6 +328,37 @@ async def test_a_send_document_does_not_depend_on_event_order(settings: Settings
     assert docs[0]["state"] == max(states, key=outbound_rank) == "read"
     assert "error" not in docs[0] and docs[0]["message_id"] == "W" and docs[0]["created_at"] == at(0)
     assert [h["state"] for h in docs[0]["history"]] == states
+
+
+async def test_the_events_of_a_send_in_one_batch_are_one_write_with_the_same_result(
+    settings: Settings, db: AsyncDatabase
+) -> None:
+    """Under load a send's `queued`, `sent` and `delivered` arrive in one batch: one write of
+    the three gives the document their writes one by one give, a repeat included."""
+    event_writer = EventWriter(db, settings.outbound_retention_days)
+    lifecycle = [
+        outbound("lee", "one-by-one", "queued", 0),
+        outbound("lee", "one-by-one", "sent", 1, message_id="W9"),
+        outbound("lee", "one-by-one", "delivered", 2),
+    ]
+    for event in lifecycle:
+        await event_writer.write([event])
+    together = [msgspec.structs.replace(e, id="together", event_id=e.event_id.replace("one-by-one", "together")) for e in lifecycle]
+    writes = []
+    real_bulk = event_writer.outbound.bulk_write
+
+    async def counting(ops: Any, **kw: Any) -> Any:
+        writes.append(len(ops))
+        return await real_bulk(ops, **kw)
+
+    event_writer.outbound.bulk_write = counting  # type: ignore[method-assign]
+    await event_writer.write([together[1], together[0], together[2], together[1]])  # a redelivery too
+    assert writes == [1]
+    docs = {d.pop("_id"): d for d in await db["outbound"].find({"session_id": "lee"}, {"id": 0}).to_list(None)}
+    for doc in docs.values():
+        doc["history"] = [{k: v for k, v in h.items() if k != "event_id"} for h in doc["history"]]
+    assert docs["lee/together"] == docs["lee/one-by-one"]
+    assert [h["state"] for h in docs["lee/together"]["history"]] == ["queued", "sent", "delivered"]
 
 
 async def test_poison_is_terminated_and_the_stream_moves_on(

@@ -99,9 +99,11 @@ class Proc:
 class Stack:
     """Starts service processes like `make run` does, and lets tests kill/stop/pause them."""
 
-    def __init__(self, settings: Settings, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, code_root: Path = REPO_ROOT) -> None:
         self.settings = settings
         self.log_dir = log_dir
+        # Whose services run: this checkout, or another one (a benchmark comparing revisions).
+        self.code_root = code_root
         self.procs: dict[str, Proc] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -115,7 +117,7 @@ class Stack:
             env["WA_NODE_NAME"] = overrides.get("node_name", name)
         popen = subprocess.Popen(
             [sys.executable, "-m", SERVICE_MODULES[service]],
-            cwd=REPO_ROOT,
+            cwd=self.code_root,
             env=env,
             stdout=log_path.open("ab"),
             stderr=subprocess.STDOUT,

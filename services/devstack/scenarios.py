@@ -20,7 +20,7 @@ from services.common.config import Settings
 from services.common.connection import connect_nats
 from services.credentials.vault import new_key_entry
 from services.devstack.probes import EventTap, call, call_ok, wait_until
-from services.devstack.processes import Stack
+from services.devstack.processes import REPO_ROOT, Stack
 from services.devstack.servers import NatsCluster, free_port, start_mongo, start_nats, start_nats_cluster
 
 
@@ -38,11 +38,17 @@ class RunningSystem:
 
 @asynccontextmanager
 async def fresh_system(
-    name: str, log_dir: Path, nodes: int = 1, nats_servers: int = 1, **overrides: Any
+    name: str,
+    log_dir: Path,
+    nodes: int = 1,
+    nats_servers: int = 1,
+    code_root: Path = REPO_ROOT,
+    **overrides: Any,
 ) -> AsyncIterator[RunningSystem]:
     """Embedded servers in a temp dir and every service, service logs under `log_dir/name`;
     everything is torn down afterwards. With `nats_servers` > 1, NATS is a loopback cluster
-    and every stream and bucket has min(3, nats_servers) replicas."""
+    and every stream and bucket has min(3, nats_servers) replicas. `code_root` is the
+    checkout whose services run (this one by default)."""
     with tempfile.TemporaryDirectory(prefix=f"wa-bench-{name}-") as tmp:
         work = Path(tmp)
         cluster = start_nats_cluster(work / "nats", nats_servers) if nats_servers > 1 else None
@@ -62,7 +68,7 @@ async def fresh_system(
         settings = Settings(**values)
         nc = await connect_nats(settings)
         await ensure_topology(nc.jetstream(), settings)
-        stack = Stack(settings, log_dir / name)
+        stack = Stack(settings, log_dir / name, code_root)
         tap = await EventTap(nc, settings).start()
         try:
             stack.start_all(nodes)

@@ -46,8 +46,10 @@ from services.sending.ledger import Ledger
 _SID = re.compile(SESSION_ID_PATTERN)
 # Sessions that cannot send: no linked device, or the device is gone for good.
 UNAVAILABLE_STATES = {"created": "it is not paired yet", "logged_out": "it is logged out", "banned": "it is banned"}
-# How long a queue depth read from the stream is trusted (sends accepted since are added).
-DEPTH_TTL = 1.0
+# How long a queue depth read from the stream is trusted (sends accepted since are added, so
+# it only over-counts, and a count near the limit is read again at once). Each read parses
+# the stream's whole info: once a second per busy session cost intake a tenth of its CPU.
+DEPTH_TTL = 30.0
 
 
 def schedule_at(when: datetime) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from faststream import FastStream, Path
+from faststream import FastStream
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
@@ -23,7 +23,7 @@ from contracts.queue import DlqList, DlqListRequest, DlqPurged, DlqRetried, DlqS
 from contracts.sending import SendAccepted, SendText
 from contracts.sessions import Empty
 from services.common import logs
-from services.common.api import request_router, strict
+from services.common.api import Path, request_router, strict
 from services.common.bus import ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings

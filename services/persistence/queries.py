@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 import msgspec
-from faststream import Path
 from faststream.nats import NatsRouter
 from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
@@ -37,7 +36,7 @@ from contracts.history import (
 from contracts.messages import MessageType
 from contracts.subjects import Subjects
 from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN
-from services.common.api import request_router, strict
+from services.common.api import Path, request_router, strict
 
 QUEUE = "persistence"
 WORKERS = 16

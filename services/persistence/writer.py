@@ -132,47 +132,48 @@ def _literal(value: Any) -> dict[str, Any]:
     return {"$literal": value}
 
 
-def outbound_update(event: OutboundEvent) -> list[dict[str, Any]]:
-    """An update pipeline applying one outbound event to its send's document (upsert).
+def outbound_update(events: Sequence[OutboundEvent]) -> list[dict[str, Any]]:
+    """An update pipeline applying outbound events of one send to its document (upsert).
 
     Each field is a merge that gives the same result in any order and any number of times:
     identity is kept if present; `created_at` is the earliest time known and `updated_at`
-    the latest; `state` (with its `error`) only moves to a higher rank; `history` gains the
+    the latest; `state` (with its `error`) only moves to a higher rank; `history` gains each
     event once (by event_id), sorted by time. (Only the error text of two different events
-    of the same state depends on order: the first one's stays.)
+    of the same state depends on order: the first one's stays.) Several events of a send in
+    one batch (its `queued`, `sent` and `delivered` under load) are one write: the database
+    is the dearest part of a send.
     """
-    step = _fields(event, "session_id", "id", "to")
-    if event.error is not None:
-        step["error"] = msgspec.structs.asdict(event.error)
-    advances = {"$gt": [outbound_rank(event.state), {"$indexOfArray": [list(OUTBOUND_ORDER), "$state"]}]}
+    steps: dict[str, dict[str, Any]] = {}
+    for event in events:
+        step = _fields(event, "session_id", "id", "to")
+        if event.error is not None:
+            step["error"] = msgspec.structs.asdict(event.error)
+        steps.setdefault(event.event_id, step)
+    best = max(events, key=lambda event: outbound_rank(event.state))  # the first of equal rank
+    best_error = steps[best.event_id].get("error")
+    first = events[0]
+    advances = {"$gt": [outbound_rank(best.state), {"$indexOfArray": [list(OUTBOUND_ORDER), "$state"]}]}
     history = {"$ifNull": ["$history", []]}
+    known = {"$map": {"input": history, "in": "$$this.event_id"}}
+    new_steps = {"$filter": {"input": _literal(list(steps.values())), "cond": {"$not": [{"$in": ["$$this.event_id", known]}]}}}
     fields: dict[str, Any] = {
-        "session_id": {"$ifNull": ["$session_id", _literal(event.session_id)]},
-        "id": {"$ifNull": ["$id", _literal(event.id)]},
+        "session_id": {"$ifNull": ["$session_id", _literal(first.session_id)]},
+        "id": {"$ifNull": ["$id", _literal(first.id)]},
         # Intake's time, or the earliest event's if events came first (the TTL index needs one).
-        "created_at": {"$min": ["$created_at", event.at]},
-        "updated_at": {"$max": ["$updated_at", event.at]},
-        "state": {"$cond": [advances, _literal(event.state), "$state"]},
+        "created_at": {"$min": ["$created_at", min(event.at for event in events)]},
+        "updated_at": {"$max": ["$updated_at", max(event.at for event in events)]},
+        "state": {"$cond": [advances, _literal(best.state), "$state"]},
         # The error describes the current state: set, kept or cleared together with it.
-        "error": {"$cond": [advances, _literal(step["error"]) if event.error else "$$REMOVE", "$error"]},
-        "history": {
-            "$cond": [
-                {"$in": [_literal(event.event_id), {"$map": {"input": history, "in": "$$this.event_id"}}]},
-                "$history",
-                {
-                    "$sortArray": {
-                        "input": {"$concatArrays": [history, [_literal(step)]]},
-                        "sortBy": {"at": 1, "event_id": 1},
-                    }
-                },
-            ]
-        },
+        "error": {"$cond": [advances, _literal(best_error) if best_error else "$$REMOVE", "$error"]},
+        "history": {"$sortArray": {"input": {"$concatArrays": [history, new_steps]}, "sortBy": {"at": 1, "event_id": 1}}},
     }
-    if event.to is not None:
-        fields["to"] = {"$ifNull": ["$to", _literal(event.to)]}
-    if event.message_id is not None:
+    to = next((event.to for event in events if event.to is not None), None)
+    if to is not None:
+        fields["to"] = {"$ifNull": ["$to", _literal(to)]}
+    message_ids = [event.message_id for event in events if event.message_id is not None]
+    if message_ids:
         # One per send; should two ever differ, the smaller wins, whatever the order.
-        fields["message_id"] = {"$min": ["$message_id", _literal(event.message_id)]}
+        fields["message_id"] = {"$min": ["$message_id", _literal(min(message_ids))]}
     return [{"$set": fields}]
 
 
@@ -211,10 +212,19 @@ class EventWriter:
         Returns the positions of events whose write the database refused, with its reason.
         Raises PyMongoError when the database could not be used at all.
         """
-        plans: dict[str, tuple[AsyncCollection, list[tuple[int, WriteOp]]]] = {}
+        plans: dict[str, tuple[AsyncCollection, list[tuple[list[int], WriteOp]]]] = {}
+        sends: dict[str, list[int]] = {}  # the events of each send, by position
         for position, event in enumerate(events):
-            collection, op = self._operation(event)
-            plans.setdefault(collection.name, (collection, []))[1].append((position, op))
+            if isinstance(event, OutboundEvent):
+                sends.setdefault(outbound_key(event), []).append(position)
+                continue
+            collection, op = self._insert(event)
+            plans.setdefault(collection.name, (collection, []))[1].append(([position], op))
+        for key, positions in sends.items():
+            update = outbound_update([events[p] for p in positions])  # type: ignore[misc]
+            plans.setdefault(self.outbound.name, (self.outbound, []))[1].append(
+                (positions, UpdateOne({"_id": key}, update, upsert=True))
+            )
         results = await asyncio.gather(
             *(self._bulk(c, ops) for c, ops in plans.values()), return_exceptions=True
         )
@@ -225,17 +235,16 @@ class EventWriter:
             refused.update(result)
         return refused
 
-    def _operation(self, event: Event) -> tuple[AsyncCollection, WriteOp]:
+    def _insert(self, event: Event) -> tuple[AsyncCollection, WriteOp]:
         if isinstance(event, StatusEvent):
             return self.status, InsertOne(status_document(event))
         if isinstance(event, MessageEvent):
             return self.messages, InsertOne(message_document(event))
-        if isinstance(event, AlertEvent):
-            return self.alerts, InsertOne({**_fields(event, "event_id"), "_id": event.event_id})
-        return self.outbound, UpdateOne({"_id": outbound_key(event)}, outbound_update(event), upsert=True)
+        return self.alerts, InsertOne({**_fields(event, "event_id"), "_id": event.event_id})
 
     @staticmethod
-    async def _bulk(collection: AsyncCollection, ops: list[tuple[int, WriteOp]]) -> dict[int, str]:
+    async def _bulk(collection: AsyncCollection, ops: list[tuple[list[int], WriteOp]]) -> dict[int, str]:
+        """One unordered bulk write; the positions of the events whose write was refused."""
         try:
             await collection.bulk_write([op for _, op in ops], ordered=False)
         except BulkWriteError as exc:
@@ -243,11 +252,11 @@ class EventWriter:
                 raise  # written, but maybe not durably: the whole batch is retried
             refused: dict[int, str] = {}
             for error in exc.details.get("writeErrors", []):
-                position, op = ops[error["index"]]
+                positions, op = ops[error["index"]]
                 if error.get("code") == DUPLICATE_KEY and isinstance(op, InsertOne):
                     continue  # stored by an earlier delivery
                 # e.g. two replicas upserting one new send at once: retried later
-                refused[position] = str(error.get("errmsg", error))
+                refused.update(dict.fromkeys(positions, str(error.get("errmsg", error))))
             return refused
         return {}
 

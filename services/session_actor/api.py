@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from faststream import Path
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
@@ -38,7 +37,7 @@ from contracts.sessions import (
 )
 from contracts.subjects import Subjects
 from contracts.types import SESSION_ID_PATTERN, utcnow
-from services.common.api import request_router, strict
+from services.common.api import Path, request_router, strict
 from services.common.bus import EventPublisher, encode, new_id, request
 from services.common.cluster import OWN, ClusterView
 from services.common.registration import register

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
-from faststream import FastStream, Path
+from faststream import FastStream
 from faststream.nats import NatsBroker, NatsRouter
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ObjectStoreConfig, StorageType
@@ -34,7 +34,7 @@ from contracts import sim
 from contracts.envelope import Ok, invalid
 from contracts.sessions import Empty
 from services.common import logs
-from services.common.api import request_router, strict
+from services.common.api import Path, request_router, strict
 from services.common.bus import DAY, encode, object_sha256
 from services.common.config import Settings
 from services.common.media import decode_base64
