@@ -53,7 +53,14 @@ class NodeHeartbeat(msgspec.Struct, omit_defaults=True):
     capacity: int
     lease_ok: bool
     loop_lag_ms: float
+    # Per-session entries, from nodes before `running`: a list of every session outgrew NATS'
+    # 1 MiB message limit at about 9,000 sessions on one node.
     sessions: list[SessionBeat] = []
+    running: int | None = None  # actors the node runs
+
+
+def sessions_running(beat: NodeHeartbeat) -> int:
+    return beat.running if beat.running is not None else len(beat.sessions)
 
 
 class QueuedSend(SendableParts, omit_defaults=True, kw_only=True):

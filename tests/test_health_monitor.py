@@ -75,6 +75,14 @@ def test_nodes_report_heartbeats_counts_and_silence() -> None:
     assert view.silent_nodes(now=101.0 + SILENT_AFTER_BEATS + 0.5) == ["a", "b"]
 
 
+def test_a_heartbeat_counts_the_sessions_of_its_node() -> None:
+    """Today's nodes send a count: a list of every session outgrew NATS' 1 MiB limit."""
+    view = HealthView(cluster_of(["a"], {}), heartbeat_interval=1.0)
+    view.cluster_changed("node_up", "a", now=100.0)
+    view.heartbeat(NodeHeartbeat(node_id="a", at=T0, capacity=10, lease_ok=True, loop_lag_ms=1.0, running=7), now=101.0)
+    assert view.nodes(now=101.0)[0].sessions_running == 7
+
+
 def test_a_node_that_goes_is_forgotten_and_late_heartbeats_are_pruned() -> None:
     cluster = cluster_of(["a"], {})
     view = HealthView(cluster, heartbeat_interval=1.0)

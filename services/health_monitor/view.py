@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from contracts.events import StatusEvent
-from contracts.internal import NodeHeartbeat
+from contracts.internal import NodeHeartbeat, sessions_running
 from contracts.types import LIVE_STATES
 from services.common.cluster import ClusterView
 from services.common.sessions import session_view
@@ -137,7 +137,7 @@ class HealthView:
                     capacity=lease.capacity,
                     started_at=lease.started_at,
                     sessions_owned=owned[node_id],
-                    sessions_running=len(heard.beat.sessions) if heard else None,
+                    sessions_running=sessions_running(heard.beat) if heard else None,
                     last_heartbeat_age_s=round(now - heard.received, 3) if heard else None,
                     loop_lag_ms=heard.beat.loop_lag_ms if heard else None,
                     lease_ok=heard.beat.lease_ok if heard else None,

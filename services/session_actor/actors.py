@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
-from contracts.internal import SessionBeat
 from services.common.tasks import TaskSet
 from services.session_actor.actor import SessionActor
 
@@ -61,9 +60,3 @@ class ActorRegistry:
     async def wait_all(self) -> None:
         """Until every actor running now has finished."""
         await asyncio.gather(*(actor.finished.wait() for actor in self))
-
-    def beats(self) -> list[SessionBeat]:
-        return [
-            SessionBeat(session_id=a.sid, state=a.state, since=a.since, reason=a.reason)  # type: ignore[arg-type]
-            for a in self
-        ]

@@ -233,5 +233,5 @@ class Node:
             capacity=self._settings.node_capacity,
             lease_ok=self.lease.may_act(),
             loop_lag_ms=round(self.lease.loop_lag_ms, 1),
-            sessions=self.actors.beats(),
+            running=len(self.actors),
         )
