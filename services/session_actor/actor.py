@@ -6,6 +6,9 @@ out the machine's effects and checks, before anything leaves the process, that i
 still holds the lease; every shared write is fenced by the actor's token besides. Two
 helpers run beside the inbox: the send executor (outbound.py) and the inbound pipeline
 (inbound.py), which fetches files and publishes inbound messages in order.
+
+One job in one file, a little over 500 lines: the inbox, the effects it carries out and the
+commands it answers all touch the same per-session state, and read best together.
 """
 
 from __future__ import annotations

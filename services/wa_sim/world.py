@@ -1,4 +1,5 @@
 """Every rule of the simulated WhatsApp, as plain code: no I/O, time comes in as `now`.
+(One job, and one file over 500 lines: the rules read together, like the state machine's.)
 
 The world holds the phone side (sessions' linked devices, bans, messages from contacts)
 and the server side (connections, timers, statistics). Each operation mutates the world

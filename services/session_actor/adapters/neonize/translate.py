@@ -5,6 +5,8 @@ events and WhatsApp messages (every kind: texts, files, quotes, mentions, reacti
 revokes, locations, contacts, polls) become the machine's inputs and the adapter's own
 events. Outbound: our recipients and messages become the protobufs Go takes. And Go's error
 texts become SendErrors (MediaFetchErrors for downloads).
+
+One job, hence one file over 500 lines: each message kind's two directions sit side by side.
 """
 
 from __future__ import annotations
