@@ -25,6 +25,7 @@ from contracts.subjects import Subjects
 from contracts.types import utcnow
 from services.common.bus import encode
 from services.common.config import Settings
+from services.common.connection import Reconnections
 from services.common.media import MediaLimits
 from services.credentials.vault import Restored, VaultError
 from services.sending.journal import SendJournal
@@ -140,6 +141,10 @@ class FakeQueue:
         self._ready = asyncio.Event()
         self.delivered: list[FakeMsg] = []
         self.forgotten = False
+        # Pull requests the server forgot (the client's connection went away): a fetch under
+        # way then sees nothing more until its own timeout.
+        self.requests_lost = False
+        self.fetches: list[float] = []  # the timeout of each fetch made
 
     def add(self, item: QueuedSend) -> FakeMsg:
         msg = FakeMsg(self, item)
@@ -162,8 +167,9 @@ class FakeQueue:
     async def fetch(self, batch: int = 1, timeout: float = 5.0) -> list[FakeMsg]:
         if self.delivered and self.delivered[-1].outcome is None:
             raise AssertionError("fetched while a message was still in flight")
+        self.fetches.append(timeout)
         async with asyncio.timeout(timeout):
-            while not self._waiting:
+            while not self._waiting or self.requests_lost:
                 self._ready.clear()
                 await self._ready.wait()
         msg = self._waiting.pop(0)
@@ -184,6 +190,7 @@ def sending_kit(kv: FakeKV, js: FakeJetStream, queue: FakeQueue, **settings: Any
     return SendingKit(
         ledger=Ledger(js, SUBJECTS, SendJournal(kv)),  # type: ignore[arg-type]
         queues=queue,  # type: ignore[arg-type]
+        reconnections=Reconnections(),
         retry=RetryPolicy(config.send_max_attempts, 0.01, 0.05),
         default_pacing=default_pacing(config),
         media_limits=MediaLimits.from_settings(config),

@@ -16,6 +16,7 @@ from contracts.types import utcnow
 from services.common.bus import EventPublisher
 from services.devstack.probes import wait_until
 from services.sending.journal import SendJournal
+from services.session_actor import outbound
 from services.session_actor.adapters.base import MessageRef, Outgoing, Receipt, SendError
 from services.session_actor.authors import RecentAuthors
 from services.session_actor.outbound import SendExecutor
@@ -251,3 +252,24 @@ async def test_every_body_reaches_the_client_with_whose_its_target_is(rig: RigFa
     assert sent["react-unknown"].target == MessageRef("IN-9", from_me=False)  # a contact's, author unknown
     assert sent["place"] == Outgoing(parts=SendableParts(location=Location(52.52, 13.405, "Office")))
     assert sent["card"].parts.contact == Contact("Ada", "BEGIN:VCARD\nFN:Ada\nEND:VCARD")
+
+
+async def test_an_idle_queue_is_polled_seldom_and_again_at_once_when_the_connection_comes_back(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle session costs one pull request per IDLE_FETCH_WAIT, not per FETCH_WAIT; a
+    reconnection (the server forgot the request) makes the executor ask again at once."""
+    monkeypatch.setattr(outbound, "FETCH_WAIT", 0.05)
+    r = rig()
+    r.executor.start()
+    await wait_until(lambda: outbound.IDLE_FETCH_WAIT in r.queue.fetches, what="the long poll of an idle queue")
+    await r.accept("while-idle")
+    await r.settled("while-idle")  # a long poll still gets a new send at once
+    await wait_until(lambda: r.queue.fetches[-1] == outbound.IDLE_FETCH_WAIT, what="idle again")
+    r.queue.requests_lost = True  # the connection dropped: the server forgot the long poll
+    await r.accept("after-reconnect")
+    polls = len(r.queue.fetches)
+    r.queue.requests_lost = False
+    await r.kit.reconnections.happened()
+    await r.settled("after-reconnect")
+    assert len(r.queue.fetches) > polls  # asked again at once, not after IDLE_FETCH_WAIT

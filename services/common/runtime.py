@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_exponential
 
 from services.common.config import Settings
-from services.common.connection import connect_nats, connection_options
+from services.common.connection import Reconnections, connect_nats, connection_options
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +78,10 @@ class ServiceBroker(NatsBroker):
             self.config.disconnect()
 
 
-def make_broker(settings: Settings, service: str) -> NatsBroker:
+def make_broker(settings: Settings, service: str, reconnections: Reconnections | None = None) -> NatsBroker:
     options = connection_options(settings)
+    if reconnections is not None:
+        options["reconnected_cb"] = reconnections.happened
     return ServiceBroker(
         options.pop("servers"),
         **options,

@@ -22,6 +22,7 @@ from services.common import logs, mongo
 from services.common.bus import EventPublisher, ensure_topology
 from services.common.cluster import ClusterWatcher
 from services.common.config import Settings
+from services.common.connection import Reconnections
 from services.common.media import MediaLimits
 from services.common.metrics import serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
@@ -54,11 +55,14 @@ def reconnect_policy(settings: Settings) -> ReconnectPolicy:
     )
 
 
-async def sending_kit(settings: Settings, js: JetStreamContext, queues: SendQueues) -> SendingKit:
+async def sending_kit(
+    settings: Settings, js: JetStreamContext, queues: SendQueues, reconnections: Reconnections
+) -> SendingKit:
     journal = SendJournal(await js.key_value(settings.subjects.sends_bucket))
     return SendingKit(
         ledger=Ledger(js, settings.subjects, journal),
         queues=queues,
+        reconnections=reconnections,
         retry=RetryPolicy(settings.send_max_attempts, settings.send_retry_base, settings.send_retry_cap),
         default_pacing=default_pacing(settings),
         media_limits=MediaLimits.from_settings(settings),
@@ -100,9 +104,17 @@ class Assembly:
     api: SessionApi
 
 
-async def assemble(settings: Settings, nc: NatsClient, db: AsyncDatabase, keyring: Keyring) -> Assembly:
+async def assemble(
+    settings: Settings,
+    nc: NatsClient,
+    db: AsyncDatabase,
+    keyring: Keyring,
+    reconnections: Reconnections | None = None,
+) -> Assembly:
     """A node and its session API, on a NATS connection and a database (the leases bucket
-    is watched from here on; the node is not started)."""
+    is watched from here on; the node is not started). `reconnections` come from the
+    connection's reconnected callback."""
+    reconnections = reconnections or Reconnections()
     js = nc.jetstream()
     sessions = SessionStore(db)
     await sessions.ensure_indexes()
@@ -123,7 +135,7 @@ async def assemble(settings: Settings, nc: NatsClient, db: AsyncDatabase, keyrin
         sessions=sessions,
         vault=vault,
         events=events,
-        sending=await sending_kit(settings, js, queues),
+        sending=await sending_kit(settings, js, queues, reconnections),
         inbound=await inbound_kit(settings, js),
         reconnect_policy=reconnect_policy(settings),
         import_at_startup=startup_import(settings, db, sessions, vault, cluster.kv, events),
@@ -147,11 +159,12 @@ async def assemble(settings: Settings, nc: NatsClient, db: AsyncDatabase, keyrin
 async def serve(settings: Settings) -> None:
     keyring = Keyring.load(settings.vault_keys.get_secret_value(), settings.vault_key_file, settings.data_dir)
     await wait_for_servers(settings)
-    broker = make_broker(settings, f"session-actor/{settings.node_name}")
+    reconnections = Reconnections()
+    broker = make_broker(settings, f"session-actor/{settings.node_name}", reconnections)
     await broker.connect()
     await ensure_topology(broker.connection.jetstream(), settings)
     mongo_client, db = mongo.connect(settings, "session-actor")
-    parts = await assemble(settings, broker.connection, db, keyring)
+    parts = await assemble(settings, broker.connection, db, keyring, reconnections)
     REGISTRY.register(SessionStates(lambda: [actor.state for actor in parts.node.actors]))
     serve_metrics(settings, "session-actor")
     await parts.node.start()
