@@ -20,27 +20,27 @@ def build_router(subscriptions: Subscriptions, subjects: Subjects) -> NatsRouter
     router = request_router()
 
     @router.subscriber(subjects.webhook_create, queue=QUEUE, decoder=strict(WebhookCreate))
-    async def create(req: WebhookCreate) -> Ok[Webhook]:
+    async def create_webhook(req: WebhookCreate) -> Ok[Webhook]:
         return Ok(data=await subscriptions.create(req))
 
     @router.subscriber(subjects.webhook_list, queue=QUEUE, decoder=strict(Empty))
-    async def list_(req: Empty) -> Ok[WebhookList]:
+    async def list_webhooks(req: Empty) -> Ok[WebhookList]:
         return Ok(data=await subscriptions.list())
 
     @router.subscriber(subjects.webhook("{wid}", "get"), queue=QUEUE, decoder=strict(Empty))
-    async def get(req: Empty, wid: str = Path()) -> Ok[Webhook]:
+    async def get_webhook(req: Empty, wid: str = Path()) -> Ok[Webhook]:
         return Ok(data=await subscriptions.get(wid))
 
     @router.subscriber(subjects.webhook("{wid}", "pause"), queue=QUEUE, decoder=strict(Empty))
-    async def pause(req: Empty, wid: str = Path()) -> Ok[Webhook]:
+    async def pause_webhook(req: Empty, wid: str = Path()) -> Ok[Webhook]:
         return Ok(data=await subscriptions.pause(wid))
 
     @router.subscriber(subjects.webhook("{wid}", "resume"), queue=QUEUE, decoder=strict(Empty))
-    async def resume(req: Empty, wid: str = Path()) -> Ok[Webhook]:
+    async def resume_webhook(req: Empty, wid: str = Path()) -> Ok[Webhook]:
         return Ok(data=await subscriptions.resume(wid))
 
     @router.subscriber(subjects.webhook("{wid}", "delete"), queue=QUEUE, decoder=strict(Empty))
-    async def delete(req: Empty, wid: str = Path()) -> Ok[WebhookDeleted]:
+    async def delete_webhook(req: Empty, wid: str = Path()) -> Ok[WebhookDeleted]:
         return Ok(data=await subscriptions.delete(wid))
 
     return router
