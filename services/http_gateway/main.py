@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
 
 from services.api_keys.store import ApiKeyStore
-from services.common import logs, mongo
+from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.common.metrics import sample_every, serve_metrics
-from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
+from services.common.runtime import make_broker, run_http_service, wait_for_servers
 from services.common.tasks import cancel_and_wait
 from services.http_gateway.app import create_app
 from services.http_gateway.webhooks import admin
@@ -82,11 +81,4 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
-    logs.setup(SERVICE, settings.log_level, settings.log_format)
-    exit_with_supervisor(settings)
-    # SIGTERM unwinds like Ctrl-C: uvicorn shuts the app down gracefully, then re-raises the
-    # signal it caught, which lands here as KeyboardInterrupt after the cleanup.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    run_http_service(SERVICE, serve)
