@@ -7,8 +7,7 @@
 - no module imports from a layer above its own;
 - no service imports another service's modules (shared logic gets its own package), and
   `wactl` uses the public contract or the admin libraries (services.credentials,
-  services.api_keys), not a
-  service's modules;
+  services.api_keys), not a service's modules;
 - tests do not import benchmarks;
 - no import cycle among the project's modules, including imports made inside functions and
   under TYPE_CHECKING (a cycle hidden there is still a knot for a reader).
