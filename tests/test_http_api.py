@@ -116,6 +116,8 @@ async def test_a_session_is_paired_and_a_message_sent_over_http_with_every_event
     bad_sid = await api.get("/v1/sessions/no.such")
     assert bad_sid.status_code == 422 and bad_sid.json()["error"]["message"].startswith("sid: expected a session id")
     assert (await api.get("/v1/sessions/nosuch")).status_code == 404
+    nowhere = await api.get("/v1/nowhere")
+    assert nowhere.status_code == 404 and nowhere.json()["error"] == {"code": "not_found", "message": "GET /v1/nowhere: Not Found"}
 
     # The receiver got every event of the session, signed, in the stream's order.
     wanted = lambda: [e["event_id"] for subject, e in tap.events if e.get("session_id") == SID]  # noqa: E731
