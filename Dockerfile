@@ -57,7 +57,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /home/wa
 USER 10001:10001
 
-# health-monitor listens here (WA_HEALTH_PORT); the other services open no port.
-EXPOSE 8080
+# health-monitor listens on 8080 (WA_HEALTH_PORT), http-gateway on 8081 (WA_HTTP_PORT); the
+# other services open only their metrics port.
+EXPOSE 8080 8081
 
-CMD ["python", "-c", "import sys; sys.exit('usage: python -m services.<session_actor|outbound_queue|persistence|health_monitor|wa_sim>\\nconfigure with WA_* environment variables (WA_NATS_URL, WA_MONGO_URL, WA_VAULT_KEYS, ...); see services/common/config.py')"]
+CMD ["python", "-c", "import sys; sys.exit('usage: python -m services.<session_actor|outbound_queue|persistence|health_monitor|http_gateway|wa_sim>\\nconfigure with WA_* environment variables (WA_NATS_URL, WA_MONGO_URL, WA_VAULT_KEYS, ...); see services/common/config.py')"]

@@ -47,7 +47,7 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-## Regenerate the JSON Schema and AsyncAPI documents of the contract.
+## Regenerate the JSON Schema and AsyncAPI documents of the contract, and the OpenAPI document of the HTTP API.
 schema: $(STAMP)
 	$(PY) -m services.devstack.contract_docs docs
 

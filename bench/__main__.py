@@ -62,6 +62,14 @@ def media(sessions: int = 2, small: int = 200, large: int = 20) -> None:
 
 
 @app.command()
+def webhooks(events: int = 2000, subscriptions: int = 4, rate: float = 100.0) -> None:
+    """Webhook deliveries to a local receiver next to raw JetStream consumption of the same events."""
+    from bench import webhooks as bench_webhooks
+
+    asyncio.run(bench_webhooks.run(events, subscriptions, rate))
+
+
+@app.command()
 def pacing(sessions: int = 4, sends: int = 25) -> None:
     """Default pacing at WhatsApp: never faster than the bucket, gaps with the configured jitter."""
     from bench import pacing as bench_pacing
@@ -111,6 +119,7 @@ def run_all() -> None:
     """Every benchmark with its default parameters."""
     send()
     media()
+    webhooks()
     pacing()
     failover()
     devdb()

@@ -24,6 +24,7 @@ from contracts.sessions import (
     SessionDeleted,
     SessionList,
 )
+from contracts.webhooks import Webhook, WebhookAlert, WebhookCreate, WebhookDeleted, WebhookList
 
 # What travels on each subject pattern of contract v1 (the prefix is configurable). Every
 # reply is either the `Ok` named here or `Err`.
@@ -41,6 +42,13 @@ MESSAGES: dict[str, tuple[Any, Any]] = {
     "wa.evt.<sid>.message": (MessageEvent, None),
     "wa.evt.<sid>.outbound": (OutboundEvent, None),
     "wa.evt.<sid>.alert": (AlertEvent, None),
+    "wa.webhook.create": (WebhookCreate, Ok[Webhook]),
+    "wa.webhook.list": (dict, Ok[WebhookList]),
+    "wa.webhook.<wid>.get": (dict, Ok[Webhook]),
+    "wa.webhook.<wid>.pause": (dict, Ok[Webhook]),
+    "wa.webhook.<wid>.resume": (dict, Ok[Webhook]),
+    "wa.webhook.<wid>.delete": (dict, Ok[WebhookDeleted]),
+    "wa.webhook.<wid>.alert": (WebhookAlert, None),
 }
 
 

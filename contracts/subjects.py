@@ -58,6 +58,31 @@ class Subjects:
         """The object store of inbound files, an object per `media_id` (addition to v1)."""
         return f"{self._upper}_MEDIA"
 
+    # -- webhook subscriptions (additions to v1, answered by the http-gateway) ---------
+    @property
+    def webhook_create(self) -> str:
+        return f"{self.prefix}.webhook.create"
+
+    @property
+    def webhook_list(self) -> str:
+        return f"{self.prefix}.webhook.list"
+
+    def webhook(self, wid: str, op: str) -> str:
+        return f"{self.prefix}.webhook.{wid}.{op}"
+
+    def webhook_alert(self, wid: str) -> str:
+        """A subscription paused or resumed: an event on the events stream, not a request."""
+        return f"{self.prefix}.webhook.{wid}.alert"
+
+    @property
+    def webhook_alerts_all(self) -> str:
+        return f"{self.prefix}.webhook.*.alert"
+
+    @staticmethod
+    def webhook_consumer(wid: str) -> str:
+        """The durable consumer on the events stream that delivers one subscription."""
+        return f"webhook-{wid}"
+
     # -- history and introspection (additions to v1) ---------------------------------
     def history(self, sid: str, kind: str) -> str:
         return f"{self.prefix}.history.{sid}.{kind}"

@@ -14,6 +14,10 @@ RECIPIENT_PATTERN = r"^(?:[0-9]{6,15}|[0-9A-Za-z._:-]+@(?:s\.whatsapp\.net|g\.us
 MEDIA_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+(?:[/?#]\S*)?$"
 BASE64_PATTERN = r"^[A-Za-z0-9+/]*={0,2}$"
 MIME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(?:;[ ]*[A-Za-z0-9!#$&^_.+-]+=[^;]+)*$"
+# Webhook subscriptions (contracts/webhooks.py): ids the gateway gives them, and secrets in
+# the Standard Webhooks form (`whsec_` and the base64 of 24 to 64 random bytes).
+WEBHOOK_ID_PATTERN = r"^wh_[0-9a-f]{12}$"
+WEBHOOK_SECRET_PATTERN = r"^whsec_[A-Za-z0-9+/]{32,88}={0,2}$"
 
 MAX_LABEL = 256
 MAX_SEND_ID = 128
@@ -31,6 +35,8 @@ PATTERN_HINTS: dict[str, str] = {
     MEDIA_URL_PATTERN: "an http:// or https:// URL without spaces",
     BASE64_PATTERN: "standard base64 (A-Z a-z 0-9 + /, = padding, no line breaks)",
     MIME_PATTERN: "a MIME type such as image/jpeg or audio/ogg; codecs=opus",
+    WEBHOOK_ID_PATTERN: "a webhook id such as wh_0123456789ab",
+    WEBHOOK_SECRET_PATTERN: "whsec_ and the base64 of 24 to 64 random bytes",
 }
 
 SessionId = Annotated[str, msgspec.Meta(pattern=SESSION_ID_PATTERN, description=PATTERN_HINTS[SESSION_ID_PATTERN])]

@@ -12,7 +12,7 @@ import msgspec
 from contracts import schema
 from contracts.events import StatusEvent
 from contracts.types import utcnow
-from services.devstack.contract_docs import asyncapi_document
+from services.devstack.contract_docs import asyncapi_document, openapi_document
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -47,3 +47,11 @@ def test_encoded_messages_validate_against_the_schema() -> None:
         pass
     else:
         raise AssertionError("an invalid recipient must not validate")
+
+
+def test_openapi_document_is_current() -> None:
+    committed = json.loads((DOCS / "openapi.json").read_text())
+    assert committed == openapi_document(), "run `make schema`"
+    send = committed["paths"]["/v1/sessions/{sid}/messages"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SendText"}
+    assert {"APIKeyHeader", "HTTPBearer"} <= set(committed["components"]["securitySchemes"])

@@ -54,9 +54,10 @@ SERVICE_MODULES = {
     "outbound-queue": "services.outbound_queue",
     "persistence": "services.persistence",
     "health-monitor": "services.health_monitor",
+    "http-gateway": "services.http_gateway",
     "wa-sim": "services.wa_sim",
 }
-PRODUCTION = {"session-actor", "outbound-queue", "persistence", "health-monitor"}
+PRODUCTION = {"session-actor", "outbound-queue", "persistence", "health-monitor", "http-gateway"}
 OVERLAYS = {"base": ROOT / "k8s" / "base", "demo": ROOT / "k8s" / "overlays" / "demo"}
 # The oldest Kubernetes minor we support (kubernetes-validate>=1.30 bundles it) and the newest
 # one this kubernetes-validate bundles.
@@ -199,7 +200,7 @@ def test_k8s_objects(rendered) -> None:
     assert set(of_kind(demo, "Deployment")) == PRODUCTION | {"wa-sim"}
     assert "services.wa_sim" not in yaml.safe_dump_all(base), "the simulator leaked into the base"
     for docs in (base, demo):
-        assert set(of_kind(docs, "Service")) == {"health-monitor"}
+        assert set(of_kind(docs, "Service")) == {"health-monitor", "http-gateway"}
         assert set(of_kind(docs, "Secret")) == {"wa-vault"}
         assert set(of_kind(docs, "PodDisruptionBudget")) == {"session-actor"}
         assert the_configmap(docs)["metadata"]["name"].startswith("wa-config")
@@ -454,6 +455,7 @@ def test_compose_services(compose) -> None:
     assert actor["stop_grace_period"] == "60s"
     monitor = services["health-monitor"]
     assert "8080:8080" in monitor["ports"]
+    assert "8081:8081" in services["http-gateway"]["ports"]
 
 
 def test_compose_servers(compose) -> None:
@@ -480,6 +482,8 @@ def test_compose_env_keys_and_values_are_settings(compose, name: str, monkeypatc
     settings = settings_from(env, monkeypatch)
     if name == "health-monitor":
         assert settings.health_host == "0.0.0.0"
+    if name == "http-gateway":
+        assert settings.http_host == "0.0.0.0"
     if name == "session-actor":
         assert settings.adapter == "sim"
         keyring = Keyring.parse(settings.vault_keys.get_secret_value())

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.processes import MakeRun
 from services.devstack.scenarios import pair
+from services.devstack.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 
 async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_path) -> None:
     s = settings.subjects
+    settings = settings.model_copy(update={"http_port": free_port()})
     stack = MakeRun(settings, tmp_path / "devstack.log")
     tap = await EventTap(nc, settings).start()
     stack.start()
     try:
         await wait_until(lambda: call(nc, s.session_list, {}, timeout=2), timeout=60, what="the session API")
+        # The HTTP API, with the key `make run` wrote on its first start.
+        key = (settings.data_dir / "api-key").read_text().strip()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", headers={"x-api-key": key}) as http:
+            listed = await wait_until(lambda: http.get("/v1/sessions"), timeout=60, what="the HTTP API")
+            assert listed.status_code == 200 and listed.json() == {"sessions": []}
         created = await call_ok(nc, s.session_create, {"session_id": "demo", "label": "Demo shop"})
         assert created["state"] == "created" and created["label"] == "Demo shop"
 
@@ -52,7 +60,7 @@ async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_pa
     assert code is not None, "make run did not stop on Ctrl-C:\n" + stack.logs()[-3000:]
     # The node stops first, while the services its handoff talks to still answer.
     stops = [line.split("|")[1].split()[0] for line in stack.logs().splitlines() if "stopped (rc=" in line]
-    assert stops[0] == "session-actor.1" and len(stops) == 5, stops
+    assert stops[0] == "session-actor.1" and len(stops) == 6, stops
 
     # Everything stopped. Start again: the session comes back without pairing.
     seen = len(tap.of("demo", "status"))
@@ -61,9 +69,13 @@ async def test_pair_send_receive_and_survive_a_full_restart(settings, nc, tmp_pa
         back = await tap.wait_state("demo", "connected", timeout=60, after=seen)
         assert back["state"] == "connected"
         assert "pairing" not in tap.states("demo")[seen:]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.http_port}", headers={"x-api-key": key}) as http:
+            found = await wait_until(lambda: http.get("/v1/sessions/demo"), timeout=60, what="the HTTP API")
+            assert found.status_code == 200 and found.json()["state"] == "connected"
     finally:
         await stack.stop()
     await tap.stop()
+    assert stack.logs().count(f"API key (shown once; kept in {settings.data_dir.resolve() / 'api-key'}): {key}") == 1
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """The import graph keeps the house's shape, checked on every run:
 
-    contracts -> services.common -> shared packages (services.sending, services.credentials)
+    contracts -> services.common -> shared packages (services.sending, services.credentials,
+              services.api_keys)
               -> each service -> tools (services.wactl, services.devstack, bench) -> tests
 
 - no module imports from a layer above its own;
 - no service imports another service's modules (shared logic gets its own package), and
-  `wactl` uses the public contract or the admin library (services.credentials), not a
-  service's modules;
+  `wactl` uses the public contract or the admin libraries (services.credentials,
+  services.api_keys), not a service's modules;
 - tests do not import benchmarks;
 - no import cycle among the project's modules, including imports made inside functions and
   under TYPE_CHECKING (a cycle hidden there is still a knot for a reader).
@@ -21,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("contracts", "services", "bench", "tests")
-SHARED = ("services.common", "services.sending", "services.credentials")
+SHARED = ("services.common", "services.sending", "services.credentials", "services.api_keys")
 TOOLS = ("services.wactl", "services.devstack", "bench")
 LAYERS = {"contracts": 0, "common": 1, "shared": 2, "service": 3, "tool": 4, "tests": 5}
 

@@ -44,17 +44,18 @@ async def all_gone(pids: set[int], ports: list[int]) -> float:
 
 
 async def start_make_run(settings: Settings, tmp_path: Path) -> tuple[MakeRun, Settings, list[int]]:
-    nats_port, mongo_port, health_port = free_port(), free_port(), free_port()
+    nats_port, mongo_port, health_port, http_port = free_port(), free_port(), free_port(), free_port()
     local = settings.model_copy(
         update={
             "nats_url": f"nats://127.0.0.1:{nats_port}",
             "mongo_url": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
             "health_port": health_port,
+            "http_port": http_port,
         }
     )
     run = MakeRun(local, tmp_path / "make-run.log", embedded={"nats_port": nats_port, "mongo_port": mongo_port})
     run.start()
-    return run, local, [nats_port, mongo_port, health_port]
+    return run, local, [nats_port, mongo_port, health_port, http_port]
 
 
 async def test_ctrl_c_mid_traffic_ends_every_process_and_frees_every_port(settings, tmp_path) -> None:
@@ -74,7 +75,7 @@ async def test_ctrl_c_mid_traffic_ends_every_process_and_frees_every_port(settin
         sending = asyncio.create_task(traffic())
         await tap.wait_for("busy", "outbound", lambda e: e["state"] == "sent" and e["id"] == "t20", timeout=30)
         pids = run.processes()
-        assert len(pids) >= 8, pids  # make run, two servers, five services (and their shells)
+        assert len(pids) >= 9, pids  # make run, two servers, six services (and their shells)
         assert run.popen is not None
         os.killpg(run.popen.pid, signal.SIGINT)  # Ctrl-C in the terminal
         took = await all_gone(pids | {run.popen.pid}, ports)

@@ -23,6 +23,7 @@ from nats.errors import NoRespondersError
 from contracts.alerts import AlertEvent
 from contracts.events import MessageEvent, StatusEvent
 from contracts.types import SessionState
+from services.api_keys.store import ApiKeyStore
 from services.common.bus import EventPublisher, new_id
 from services.common.config import Settings
 from services.credentials.vault import CredentialVault, Keyring, new_key_entry
@@ -541,3 +542,31 @@ async def test_files_reactions_and_read_marks_from_the_command_line(settings, nc
     both = await wactl(settings, "send", "ann", "15550002222", "x", "--react", message_id, "--revoke", message_id)
     assert both.code == 1 and "give at most one of --react, --edit, --revoke" in both.err
     await tap.stop()
+
+
+async def test_api_keys_and_webhook_subscriptions_from_the_command_line(settings, nc, db, stack) -> None:
+    made = await wactl(settings, "apikey", "create", "--label", "crm")
+    token = ok(made).strip()
+    assert token.startswith("wak_") and "shown once" in made.err
+    key_id = token.split("_")[1]
+    assert await ApiKeyStore(db).verify(token, settings.tenant) is not None
+    listed = ok(await wactl(settings, "apikey", "list"))
+    assert re.search(rf"^{key_id}\s+default\s+crm\s+\S+Z\s+-$", listed, re.M), listed
+    assert ok(await wactl(settings, "apikey", "revoke", key_id)).strip() == f"revoked {key_id}"
+    assert await ApiKeyStore(db).verify(token, settings.tenant) is None
+    assert (await wactl(settings, "apikey", "revoke", "0123456789ab")).code == 1
+
+    stack.start("http-gateway", webhook_private_urls=True)
+    await answering(nc, settings.subjects.webhook_list)
+    created = ok(await wactl(settings, "webhook", "create", "http://127.0.0.1:9/in", "--session", "ann", "--kind", "message"))
+    wid = re.search(r"^webhook\s+(wh_[0-9a-f]{12})$", created, re.M)
+    assert wid is not None and re.search(r"^secret\s+whsec_", created, re.M), created
+    table = ok(await wactl(settings, "webhook", "list"))
+    assert re.search(rf"^{wid[1]}\s+active\s+0\s+-\s+http://127.0.0.1:9/in\s+ann\s+message$", table, re.M), table
+    assert "paused by request" in ok(await wactl(settings, "webhook", "pause", wid[1]))
+    assert re.search(r"^state\s+active$", ok(await wactl(settings, "webhook", "resume", wid[1])), re.M)
+    assert ok(await wactl(settings, "webhook", "delete", wid[1])).strip() == f"deleted {wid[1]}"
+    gone = await wactl(settings, "webhook", "get", wid[1])
+    assert gone.code == 1 and gone.err.startswith("error not_found: webhook subscription")
+    bad = await wactl(settings, "webhook", "create", "ftp://example.com/x")
+    assert bad.code == 1 and "url: expected an http:// or https:// URL" in bad.err

@@ -51,8 +51,9 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=s.events_stream,
-            description="Public events (contract v1): status, inbound messages, outbound lifecycle",
-            subjects=[s.events_all],
+            description="Public events (contract v1): status, inbound messages, outbound lifecycle, "
+            "alerts; and the alerts of webhook subscriptions",
+            subjects=[s.events_all, s.webhook_alerts_all],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             num_replicas=settings.js_replicas,

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # The process that started this one (`make run`, a test): when it is gone, this one stops
     # too, gracefully, instead of running on as an orphan.
     supervisor_pid: int | None = None
+    # The tenant this deployment serves: one NATS account, one MongoDB database, one set of
+    # service processes. The http-gateway's API keys are bound to it.
+    tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     # -- session-actor node -----------------------------------------------------------
     adapter: Literal["sim", "neonize"] = "sim"
@@ -135,6 +138,24 @@ class Settings(BaseSettings):
     # The dashboard at `/` asks for this token (link `/?token=...`, a login form, or an
     # `Authorization: Bearer` header); unset, the dashboard is off. `make run` makes one.
     dashboard_token: SecretStr = SecretStr("")
+
+    # -- http-gateway: the HTTP API and webhooks (services/http_gateway/) -------------
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8081, ge=1, le=65535)
+    # A webhook POST that has not answered by then counts as failed (and is tried again).
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    # Failed deliveries are tried again after capped, jittered exponential backoff ...
+    webhook_retry_base: float = Field(default=1.0, gt=0)
+    webhook_retry_cap: float = Field(default=300.0, gt=0)
+    # ... and a subscription whose receiver has failed for this long is paused (an alert
+    # says so); its backlog waits in the events stream (WA_EVENTS_MAX_AGE_DAYS) until resumed.
+    webhook_pause_after: float = Field(default=86400.0, gt=0)
+    # Whether webhook URLs may point at loopback, private, link-local or otherwise non-public
+    # addresses (the rule of media URLs, `media_fetch_private`). Off: whoever may create a
+    # subscription could otherwise make the gateway post to internal services.
+    webhook_private_urls: bool = False
+    # How often each replica reads the subscriptions to start or stop delivering them.
+    webhook_sync_interval: float = Field(default=2.0, gt=0)
 
     # -- Prometheus metrics -------------------------------------------------------------
     # Services without an HTTP port of their own (session-actor, outbound-queue,

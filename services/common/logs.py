@@ -45,8 +45,9 @@ def setup(service: str, level: str = "INFO", fmt: str = "console") -> structlog.
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Per-message lines from FastStream and driver chatter are noise at INFO.
-    for noisy in ("faststream", "pymongo", "nats"):
+    # Per-message lines from FastStream, a line per HTTP request from httpx (webhooks, media
+    # fetches) and driver chatter are noise at INFO.
+    for noisy in ("faststream", "pymongo", "nats", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     structlog.contextvars.bind_contextvars(service=service)
     return structlog.get_logger(service)

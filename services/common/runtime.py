@@ -9,8 +9,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import structlog
 from fast_depends.msgspec import MsgSpecSerializer
@@ -18,6 +20,7 @@ from faststream.nats import NatsBroker
 from pymongo import AsyncMongoClient
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_exponential
 
+from services.common import logs
 from services.common.config import Settings
 from services.common.connection import Reconnections, connect_nats, connection_options
 
@@ -119,3 +122,18 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def run_http_service(service: str, serve: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
+    """The `main` of a service that serves HTTP with uvicorn: settings, logs, the watch on the
+    supervisor, then `serve` until SIGTERM or Ctrl-C.
+
+    SIGTERM unwinds like Ctrl-C, at any point: uvicorn shuts the app down gracefully and then
+    re-raises the signal it caught, which lands here as KeyboardInterrupt after the cleanup.
+    """
+    settings = Settings()
+    logs.setup(service, settings.log_level, settings.log_format)
+    exit_with_supervisor(settings)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))

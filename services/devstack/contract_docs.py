@@ -1,6 +1,7 @@
-"""The published contract documents, generated: the JSON Schema (contracts/schema.py) and the
+"""The published contract documents, generated: the JSON Schema (contracts/schema.py), the
 AsyncAPI 3.0 document of every service's request subjects, built here from the services'
-FastStream routers (which is why this lives above the services, not in contracts/).
+FastStream routers (which is why this lives above the services, not in contracts/), and
+the OpenAPI document of the http-gateway's HTTP API.
 
     python -m services.devstack.contract_docs docs     # also `make schema`
 
@@ -29,8 +30,11 @@ from contracts.events import MessageEvent, OutboundEvent, StatusEvent
 from contracts.schema import document as schema_document
 from contracts.schema import tidy
 from contracts.sending import SCHEMA_EXTRAS
+from contracts.webhooks import WebhookAlert
 from services.common.config import Settings
 from services.common.runtime import make_broker
+from services.http_gateway.app import create_app
+from services.http_gateway.webhooks.admin import build_router as webhook_router
 from services.outbound_queue.main import build_router as outbound_router
 from services.persistence.queries import build_router as history_router
 from services.session_actor.api import build_router as session_router
@@ -99,6 +103,12 @@ def asyncapi_document() -> dict[str, Any]:
     broker.include_router(outbound_router(_Nothing(), None, settings))  # type: ignore[arg-type]
     broker.include_router(history_router(None, settings.subjects))  # type: ignore[arg-type]
     broker.include_router(sim_router(_Nothing(), settings))  # type: ignore[arg-type]
+    broker.include_router(webhook_router(None, settings.subjects))  # type: ignore[arg-type]
+    broker.publisher(
+        settings.subjects.webhook_alert("{wid}"),
+        schema=WebhookAlert,
+        description="A webhook subscription paused (its receiver kept failing, or by request) or resumed.",
+    )
     spec = AsyncAPI(
         broker,
         title="WhatsApp session gateway",
@@ -109,10 +119,16 @@ def asyncapi_document() -> dict[str, Any]:
     return json.loads(spec.to_specification().to_json())
 
 
+def openapi_document() -> dict[str, Any]:
+    """The http-gateway's HTTP API, as its FastAPI app describes itself (also at `/docs`)."""
+    return create_app(Settings().subjects, "default").openapi()
+
+
 # Each published document's file name and what generates it.
 DOCUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
     "contract-v1.schema.json": schema_document,
     "asyncapi.json": asyncapi_document,
+    "openapi.json": openapi_document,
 }
 
 

@@ -9,6 +9,7 @@ servers last.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import sys
@@ -18,11 +19,14 @@ from pathlib import Path
 
 import honcho.manager
 import typer
+from pymongo.errors import PyMongoError
 
+from contracts.types import utcnow
+from services.api_keys.store import ApiKeyStore
+from services.common import mongo
 from services.common.config import Settings
 from services.credentials.vault import DEV_KEY_FILE, new_key_entry
 from services.devstack.processes import (
-    MONITOR_SERVICE,
     NODE_SERVICE,
     SERVICE_MODULES,
     child_env,
@@ -34,6 +38,7 @@ from services.devstack.servers import EmbeddedServer, start_mongo, start_nats, s
 app = typer.Typer(add_completion=False, help=__doc__)
 
 DASHBOARD_TOKEN_FILE = "dashboard-token"
+API_KEY_FILE = "api-key"
 
 # Once the first process has stopped, the rest get this long: nodes bound their handoff
 # (session_actor/node.py SHUTDOWN_LIMIT), the other services their broker stop.
@@ -93,6 +98,25 @@ def dev_dashboard_token(data_dir: Path) -> str:
     return token_file.read_text().strip()
 
 
+async def dev_api_key(settings: Settings, data_dir: Path) -> tuple[str, bool]:
+    """The HTTP API key of this checkout's tenant, kept in `api-key` with the data: made on
+    the first start (and again if the database no longer knows it). Returns it and whether
+    it is new. Production makes keys with `wactl apikey create`."""
+    key_file = data_dir / API_KEY_FILE
+    client, db = mongo.connect(settings, "make-run")
+    store = ApiKeyStore(db)
+    try:
+        if key_file.exists() and await store.verify(key_file.read_text().strip(), settings.tenant):
+            return key_file.read_text().strip(), False
+        _, token = await store.create(settings.tenant, "make run", utcnow())
+    finally:
+        await mongo.close(client)
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(token + "\n")
+    key_file.chmod(0o600)
+    return token, True
+
+
 @app.command()
 def run(
     nodes: int = typer.Option(1, help="session-actor nodes to start"),
@@ -138,8 +162,8 @@ def run(
         for i in range(nodes):
             processes.append((f"{NODE}{i + 1}", NODE_SERVICE, {"node_name": env.get("WA_NODE_NAME", f"node{i + 1}")}))
         for name, service, extra in processes:
-            # Each process its own metrics port; the health monitor keeps the configured one.
-            ports = {} if service == MONITOR_SERVICE else http_ports(service)
+            # Each process its own metrics port; the dashboard and the API keep the configured ones.
+            ports = {key: port for key, port in http_ports(service).items() if key == "metrics_port"}
             manager.add_process(
                 name, f"{sys.executable} -m {SERVICE_MODULES[service]}", env=child_env(env, **ports, **extra)
             )
@@ -147,6 +171,16 @@ def run(
         base = f"http://{settings.health_host}:{settings.health_port}"
         typer.echo(f"health: {base}/healthz   CLI: .venv/bin/wactl --help")
         typer.echo(f"dashboard: {base}/ui/login?token={token}")
+        database = settings.model_copy(update={"mongo_url": embedded_urls.get("mongo_url", settings.mongo_url)})
+        key_file = data_dir / API_KEY_FILE
+        typer.echo(f"http api: http://{settings.http_host}:{settings.http_port}/docs   (API key in {key_file})")
+        try:
+            api_key, new = asyncio.run(dev_api_key(database, data_dir))
+        except PyMongoError as exc:  # the services wait for it; the key can be made later
+            typer.echo(f"no API key made (MongoDB: {type(exc).__name__}); make one with wactl apikey create")
+        else:
+            if new:
+                typer.echo(f"API key (shown once; kept in {key_file}): {api_key}")
         manager.loop()
         code = manager.returncode or 0
     finally:

@@ -22,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 NODE_SERVICE = "session-actor"
 MONITOR_SERVICE = "health-monitor"
+GATEWAY_SERVICE = "http-gateway"
 # What runs each service, in the order a whole system starts them: the simulator first (nodes
 # connect to it), the session-actor nodes last (as many as asked).
 SERVICE_MODULES = {
@@ -29,6 +30,7 @@ SERVICE_MODULES = {
     "persistence": "services.persistence",
     "outbound-queue": "services.outbound_queue",
     MONITOR_SERVICE: "services.health_monitor",
+    GATEWAY_SERVICE: "services.http_gateway",
     NODE_SERVICE: "services.session_actor",
 }
 
@@ -55,9 +57,14 @@ def settings_env(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 def http_ports(service: str) -> dict[str, int]:
     """Free ports for what a service process serves over HTTP: the health monitor's port
-    (its endpoints, dashboard and metrics), or the metrics port of any other service.
-    Several systems, and several nodes of one, run side by side on one machine."""
-    return {"health_port": free_port()} if service == MONITOR_SERVICE else {"metrics_port": free_port()}
+    (its endpoints, dashboard and metrics), the http-gateway's API port and metrics port,
+    or the metrics port of any other service. Several systems, and several nodes of one,
+    run side by side on one machine."""
+    if service == MONITOR_SERVICE:
+        return {"health_port": free_port()}
+    if service == GATEWAY_SERVICE:
+        return {"http_port": free_port(), "metrics_port": free_port()}
+    return {"metrics_port": free_port()}
 
 
 def metrics_url(service: str, settings: Settings) -> str:
@@ -80,6 +87,11 @@ class Proc:
     @property
     def metrics_url(self) -> str:
         return metrics_url(self.service, self.settings)
+
+    @property
+    def http_url(self) -> str:
+        """The http-gateway's API."""
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     @property
     def alive(self) -> bool:

@@ -8,9 +8,7 @@ and uvicorn turns SIGTERM/SIGINT into a clean shutdown of both.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import signal
 import socket
 from collections.abc import AsyncIterator
 
@@ -22,10 +20,10 @@ from faststream.nats import JStream, NatsBroker
 from nats.js.api import DeliverPolicy
 from prometheus_client import REGISTRY
 
-from services.common import logs, mongo
+from services.common import mongo
 from services.common.bus import ensure_topology
 from services.common.config import Settings
-from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
+from services.common.runtime import make_broker, run_http_service, wait_for_servers
 from services.health_monitor import api, dashboard
 from services.health_monitor.auth import Gate
 from services.health_monitor.changes import Changes
@@ -108,11 +106,4 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    settings = Settings()
-    logs.setup(SERVICE, settings.log_level, settings.log_format)
-    exit_with_supervisor(settings)
-    # SIGTERM unwinds like Ctrl-C, at any point: uvicorn shuts the app down gracefully and then
-    # re-raises the signal it caught, which lands here as KeyboardInterrupt after the cleanup.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    run_http_service(SERVICE, serve)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from contracts.queue import PacingPolicy
+from services.common.backoff import equal_jitter
 from services.common.config import Settings
 from services.common.pacing import TokenBucket
 
@@ -98,8 +99,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Capped exponential backoff with equal jitter for retry number `attempt` (1-based)."""
-        ceiling = min(self.cap, self.base * 2 ** max(0, attempt - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+        return equal_jitter(attempt, self.base, self.cap, rng)
 
 
 def expired(expires_at: datetime | None, now: datetime) -> bool:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import mimetypes
 import posixpath
 import re
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
@@ -35,6 +33,7 @@ import httpx
 from contracts.sending import Media
 from contracts.types import MIME_PATTERN
 from services.common.media import MediaLimits, decode_base64, size_text
+from services.common.urls import host_addresses, public_address, shown
 from services.session_actor.adapters.base import OutgoingMedia, SendError
 
 MAX_REDIRECTS = 5
@@ -174,7 +173,7 @@ class Fetched:
 
 def status_error(url: str, status: int, reason: str) -> SendError:
     """The SendError for a non-2xx answer that is not a redirect."""
-    text = f"GET {_shown(url)} answered {status} {reason}".rstrip()
+    text = f"GET {shown(url)} answered {status} {reason}".rstrip()
     if status >= 500 or status in TRANSIENT_STATUSES:
         return SendError(MEDIA_FETCH_FAILED, text + "; trying again later")
     return SendError(MEDIA_UNAVAILABLE, text, permanent=True)
@@ -189,41 +188,17 @@ def too_large(kind: str, limit: int, size: int | None = None) -> SendError:
     )
 
 
-def _shown(url: str) -> str:
-    """A URL for messages: no user info, no query (it may hold a token), bounded."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    shown = f"{parts.scheme}://{host}{parts.path}" + ("?..." if parts.query else "")
-    return shown if len(shown) <= 200 else shown[:197] + "..."
-
-
-def public_address(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
-
-
 async def check_host(url: str) -> None:
     """Refuse a URL whose host is (or resolves to) a non-public address."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
     try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise SendError(MEDIA_FETCH_FAILED, f"cannot resolve {host}: {exc}") from None
-        addresses = sorted({str(info[4][0]) for info in infos})
+        addresses = await host_addresses(url)
+    except OSError as exc:
+        raise SendError(MEDIA_FETCH_FAILED, f"cannot resolve {urlsplit(url).hostname or ''}: {exc}") from None
     refused = [a for a in addresses if not public_address(a)]
     if refused:
         raise SendError(
             MEDIA_FORBIDDEN,
-            f"{_shown(url)} points at a non-public address ({refused[0]}); the gateway fetches "
+            f"{shown(url)} points at a non-public address ({refused[0]}); the gateway fetches "
             "only public URLs (WA_MEDIA_FETCH_PRIVATE=true allows others)",
             permanent=True,
         )
@@ -255,25 +230,25 @@ async def fetch(url: str, kind: str, limits: MediaLimits) -> Fetched:
                         raise status_error(url, response.status_code, response.reason_phrase)
                     data = await _read(response, kind, limit)
                     if not data:
-                        raise SendError(MEDIA_UNAVAILABLE, f"GET {_shown(url)} answered an empty body", permanent=True)
+                        raise SendError(MEDIA_UNAVAILABLE, f"GET {shown(url)} answered an empty body", permanent=True)
                     return Fetched(data, response.headers.get("content-type"), url)
-            raise SendError(MEDIA_UNAVAILABLE, f"more than {MAX_REDIRECTS} redirects from {_shown(url)}", permanent=True)
+            raise SendError(MEDIA_UNAVAILABLE, f"more than {MAX_REDIRECTS} redirects from {shown(url)}", permanent=True)
     except TimeoutError:
         raise SendError(
-            MEDIA_FETCH_FAILED, f"downloading {_shown(url)} took longer than {limits.download_timeout:g} s"
+            MEDIA_FETCH_FAILED, f"downloading {shown(url)} took longer than {limits.download_timeout:g} s"
         ) from None
     except httpx.TimeoutException as exc:
-        raise SendError(MEDIA_FETCH_FAILED, f"GET {_shown(url)} timed out ({type(exc).__name__})") from None
+        raise SendError(MEDIA_FETCH_FAILED, f"GET {shown(url)} timed out ({type(exc).__name__})") from None
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        raise SendError(MEDIA_UNAVAILABLE, f"cannot fetch {_shown(url)}: {exc}", permanent=True) from None
+        raise SendError(MEDIA_UNAVAILABLE, f"cannot fetch {shown(url)}: {exc}", permanent=True) from None
     except httpx.HTTPError as exc:  # connection refused/reset, DNS, protocol errors
-        raise SendError(MEDIA_FETCH_FAILED, f"GET {_shown(url)} failed: {exc or type(exc).__name__}") from None
+        raise SendError(MEDIA_FETCH_FAILED, f"GET {shown(url)} failed: {exc or type(exc).__name__}") from None
 
 
 def _redirect(url: str, location: str) -> str:
     target = urljoin(url, location)
     if urlsplit(target).scheme.lower() not in ("http", "https"):
-        raise SendError(MEDIA_UNAVAILABLE, f"{_shown(url)} redirects to a non-http(s) URL", permanent=True)
+        raise SendError(MEDIA_UNAVAILABLE, f"{shown(url)} redirects to a non-http(s) URL", permanent=True)
     return target
 
 

@@ -4,18 +4,13 @@ messages and exit statuses. Imported only when one of those commands runs (it lo
 stack)."""
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import nats.errors
 import typer
 from nats.js.errors import BucketNotFoundError, NotFoundError
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
-from services.common import mongo
 from services.common.bus import EventPublisher
 from services.common.config import Settings
 from services.common.sessions import SessionStore
@@ -23,8 +18,9 @@ from services.credentials import DEVICE_TABLES, importer
 from services.credentials.baileys_auth import is_auth_folder, read_evolution_sessions
 from services.credentials.linked_device import Unusable
 from services.credentials.vault import CredentialVault, Keyring, VaultError
+from services.wactl.database import mongo_db
 from services.wactl.exits import EXIT_ERROR, EXIT_UNREACHABLE, Failure
-from services.wactl.gateway import Gateway, redact
+from services.wactl.gateway import Gateway
 
 
 def load_keyring(settings: Settings) -> Keyring:
@@ -35,19 +31,6 @@ def load_keyring(settings: Settings) -> Keyring:
         )
     except (VaultError, ValueError) as exc:
         raise Failure(f"vault keys: {exc}") from None
-
-
-@asynccontextmanager
-async def mongo_db(settings: Settings) -> AsyncIterator[AsyncDatabase]:
-    """The database for one command; a MongoDB error in it ends the command (unreachable)."""
-    client, db = mongo.connect(settings, "wactl")
-    try:
-        yield db
-    except PyMongoError as exc:
-        message = str(exc).split(", Timeout:")[0]  # then the timeout and a dump of the topology
-        raise Failure(f"MongoDB at {redact(settings.mongo_url)}: {message}", EXIT_UNREACHABLE) from None
-    finally:
-        await client.close()
 
 
 async def rotate_key(settings: Settings) -> None:

@@ -166,9 +166,8 @@ class Gateway:
         if subject.startswith(self.subjects.sim_prefix + "."):
             return "wa-sim"
         kind = token(subject, 1)
-        return {"session": "session-actor", "send": "outbound-queue", "history": "persistence"}.get(
-            kind, "the service"
-        )
+        services = {"session": "session-actor", "send": "outbound-queue", "history": "persistence", "webhook": "http-gateway"}
+        return services.get(kind, "the service")
 
     async def _on_error(self, exc: Exception) -> None:
         self._last_error = exc

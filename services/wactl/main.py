@@ -12,7 +12,18 @@ import typer
 from pydantic import ValidationError
 
 from services.common.config import Settings
-from services.wactl import credentials, events, history, media, queues, send, sessions, sim
+from services.wactl import (
+    api_keys,
+    credentials,
+    events,
+    history,
+    media,
+    queues,
+    send,
+    sessions,
+    sim,
+    webhooks,
+)
 from services.wactl.arguments import given
 from services.wactl.exits import fail
 from services.wactl.running import Options
@@ -36,6 +47,8 @@ app.add_typer(queues.dlq_app, name="dlq")
 app.add_typer(history.app, name="history")
 app.add_typer(media.app, name="media")
 app.add_typer(sim.app, name="sim")
+app.add_typer(webhooks.app, name="webhook")
+app.add_typer(api_keys.app, name="apikey")
 app.add_typer(credentials.app, name="creds")
 app.command()(send.send)
 app.command()(events.events)

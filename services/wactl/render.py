@@ -21,6 +21,7 @@ from contracts.messages import MediaInfo
 from contracts.queue import DlqEntry, QueueStats, SendPolicy
 from contracts.sessions import Session
 from contracts.sim import SimStats
+from contracts.webhooks import Webhook
 from services.common.media import size_text
 
 # -------------------------------------------------------------------------- basics
@@ -392,3 +393,37 @@ class Screen:
         self._below_qr = 0
         self.line(qr(code, ansi=self.interactive))
         self.line(caption)
+
+
+# ------------------------------------------------------------------------ webhooks
+
+
+def webhook_detail(w: Webhook) -> str:
+    rows = [
+        ("webhook", w.webhook_id),
+        ("url", w.url),
+        ("state", w.state),
+        ("sessions", ", ".join(w.sessions) or "all"),
+        ("kinds", ", ".join(w.kinds) or "all"),
+        ("description", w.description),
+        ("backlog", w.backlog),
+        ("failing since", when(w.failing_since) if w.failing_since else None),
+        ("last error", w.last_error),
+        ("paused", f"{when(w.paused_at)}: {w.paused_reason}" if w.paused_at else None),
+        ("created", when(w.created_at)),
+        ("secret", w.secret),  # only when just made: shown once
+    ]
+    return aligned([(k, v) for k, v in rows if v is not None and v != ""])
+
+
+def webhook_table(webhooks: Sequence[Webhook]) -> str:
+    if not webhooks:
+        return "no webhook subscriptions"
+    return table(
+        ["WEBHOOK", "STATE", "BACKLOG", "FAILING SINCE", "URL", "SESSIONS", "KINDS"],
+        [
+            (w.webhook_id, w.state, w.backlog, when(w.failing_since) if w.failing_since else None, w.url,
+             ", ".join(w.sessions) or "all", ", ".join(w.kinds) or "all")
+            for w in webhooks
+        ],
+    )  # fmt: skip

@@ -1,0 +1,3 @@
+from services.http_gateway.main import main
+
+main()
