@@ -11,6 +11,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.common.config import Settings
@@ -39,8 +40,31 @@ async def all_gone(pids: set[int], ports: list[int]) -> float:
     def gone() -> bool:
         return not any(running(pid) for pid in pids) and not any(port_open(port) for port in ports)
 
-    await wait_until(gone, timeout=STOP_LIMIT, interval=0.1, what="every process gone and every port free")
+    try:
+        await wait_until(gone, timeout=STOP_LIMIT, interval=0.1, what="every process gone and every port free")
+    except AssertionError:
+        left = {pid: command_of(pid) for pid in pids if running(pid)}
+        raise AssertionError(f"still running: {left}; ports open: {[p for p in ports if port_open(p)]}") from None
     return time.monotonic() - started
+
+
+async def all_serving(stack: Stack) -> bool:
+    """Every process has started: each serves its metrics once it is up."""
+    async with httpx.AsyncClient() as http:
+        for proc in stack.procs.values():
+            try:
+                if (await http.get(proc.metrics_url, timeout=2)).status_code != 200:
+                    return False
+            except httpx.HTTPError:
+                return False
+    return True
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    except OSError:
+        return "?"
 
 
 async def start_make_run(settings: Settings, tmp_path: Path) -> tuple[MakeRun, Settings, list[int]]:
@@ -111,6 +135,7 @@ async def test_every_service_exits_within_seconds_of_sigterm_when_nats_is_gone(s
         nc = await connect_nats(local)
         stack.start_all()
         await wait_until(lambda: call(nc, local.subjects.session_list, {}, timeout=2), timeout=60, what="services")
+        await wait_until(lambda: all_serving(stack), timeout=60, what="every service started")
         await nc.close()
         own_nats.kill()
         for proc in stack.procs.values():
