@@ -11,15 +11,17 @@ import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import structlog
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
-from pymongo import AsyncMongoClient
+from faststream.nats.security import NatsCredentials, NatsNKey, NatsSecurity, NatsToken, NatsUserPassword
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_exponential
 
 from services.common.config import Settings
 from services.common.connection import connect_nats, connection_options
+from services.common.mongo import mongo_client
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +45,7 @@ async def wait_for_servers(settings: Settings, mongo: bool = True) -> None:
     nc = await connect_nats(settings, connect_timeout=2, max_reconnect_attempts=0)
     await nc.close()
     if mongo:
-        client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=2000)
+        client = mongo_client(settings, serverSelectionTimeoutMS=2000)
         try:
             await client.admin.command("ping")
         finally:
@@ -78,11 +80,25 @@ class ServiceBroker(NatsBroker):
             self.config.disconnect()
 
 
+def broker_security(options: dict[str, Any]) -> NatsSecurity | None:
+    """FastStream's form of the credentials and TLS in nats-py `options` (connection.py)."""
+    tls = options.get("tls")
+    if "user" in options:
+        return NatsUserPassword(options["user"], options["password"], ssl_context=tls)
+    if "token" in options:
+        return NatsToken(options["token"], ssl_context=tls)
+    if "nkeys_seed" in options:
+        return NatsNKey.from_file(options["nkeys_seed"], ssl_context=tls)
+    if "user_credentials" in options:
+        return NatsCredentials.from_file(options["user_credentials"], ssl_context=tls)
+    return None if tls is None else NatsSecurity(ssl_context=tls)
+
+
 def make_broker(settings: Settings, service: str) -> NatsBroker:
     options = connection_options(settings)
     return ServiceBroker(
-        options.pop("servers"),
-        **options,
+        options["servers"],
+        security=broker_security(options),
         name=service,
         serializer=MsgSpecSerializer(),
         # Per-message "Received/Processed" lines are debug material.

@@ -14,6 +14,7 @@ import secrets
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import honcho.manager
@@ -30,6 +31,7 @@ from services.devstack.processes import (
     metrics_url,
 )
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats, start_nats_cluster
+from services.devstack.tenants import Tenant, accounts_config, load_tenant, parse_tenants, write_client_url
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -59,7 +61,7 @@ class NodesFirst(honcho.manager.Manager):
         return {
             name: p["pid"]
             for name, p in list(self._processes.items())
-            if name.startswith(NODE) == nodes and "pid" in p and "returncode" not in p
+            if is_node(name) == nodes and "pid" in p and "returncode" not in p
         }
 
     def _stop_in_order(self) -> None:
@@ -70,6 +72,11 @@ class NodesFirst(honcho.manager.Manager):
             time.sleep(0.1)  # the loop records each stop; past the deadline it kills them
         for pid in self._running(nodes=False).values():
             self._procmgr.terminate(pid)
+
+
+def is_node(process: str) -> bool:
+    """`session-actor.1`, or a tenant's `acme.session-actor.1`."""
+    return process.rsplit(".", 2)[-2:-1] == [NODE_SERVICE]
 
 
 def dev_vault_key(data_dir: Path) -> Path:
@@ -93,9 +100,55 @@ def dev_dashboard_token(data_dir: Path) -> str:
     return token_file.read_text().strip()
 
 
+@dataclass(frozen=True)
+class ServiceSet:
+    """One set of the gateway's processes: `label` prefixes their names (a tenant's), `env`
+    is what they share, `health_port` the health monitor's."""
+
+    label: str
+    env: dict[str, str]
+    health_port: int
+
+
+def tenant_sets(
+    tenants: list[Tenant], env: dict[str, str], settings: Settings, server_url: str
+) -> list[ServiceSet]:
+    """A service set per tenant: its account's service user, its own database and data
+    folder (vault key, store files), the health monitor on the next free port in line."""
+    sets = []
+    for i, tenant in enumerate(tenants):
+        if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
+            dev_vault_key(tenant.folder)
+        tenant_env = child_env(
+            env,
+            nats_user=tenant.service_user,
+            nats_password_file=tenant.service_password_file,
+            mongo_db=tenant.mongo_db,
+            data_dir=tenant.folder,
+            health_port=settings.health_port + i,
+        )
+        url_file = write_client_url(settings.data_dir.resolve(), tenant, server_url)
+        typer.echo(f"tenant {tenant.name}: client URL in {url_file}   CLI: .venv/bin/wactl --tenant {tenant.name}")
+        sets.append(ServiceSet(f"{tenant.name}.", tenant_env, settings.health_port + i))
+    return sets
+
+
+def add_service_set(manager: NodesFirst, service_set: ServiceSet, nodes: int, settings: Settings) -> None:
+    env = service_set.env
+    processes = [(name, name, {}) for name in SERVICE_MODULES if name != NODE_SERVICE]
+    for i in range(nodes):
+        processes.append((f"{NODE}{i + 1}", NODE_SERVICE, {"node_name": env.get("WA_NODE_NAME", f"node{i + 1}")}))
+    for name, service, extra in processes:
+        # Each process its own metrics port; the health monitor keeps its set's.
+        ports = {} if service == MONITOR_SERVICE else http_ports(service)
+        label = service_set.label + name
+        manager.add_process(label, f"{sys.executable} -m {SERVICE_MODULES[service]}", env=child_env(env, **ports, **extra))
+        typer.echo(f"metrics of {label}: {metrics_url(service, settings.model_copy(update={'health_port': service_set.health_port, **ports}))}")
+
+
 @app.command()
 def run(
-    nodes: int = typer.Option(1, help="session-actor nodes to start"),
+    nodes: int = typer.Option(1, help="session-actor nodes to start (per tenant)"),
     nats_servers: int = typer.Option(
         1,
         min=1,
@@ -105,12 +158,28 @@ def run(
     ),
     nats_port: int = typer.Option(4222, envvar="WA_DEV_NATS_PORT", help="the embedded NATS server's port"),
     mongo_port: int = typer.Option(27017, envvar="WA_DEV_MONGO_PORT", help="the embedded database's port"),
+    tenants: str = typer.Option(
+        "",
+        envvar="WA_TENANTS",
+        help="tenants, e.g. 'acme globex': the embedded NATS then requires authentication, with an account "
+        "per tenant and a set of the services in each (health ports health-port, health-port + 1, ...)",
+    ),
 ) -> None:
     """Start the embedded servers (unless configured) and every service."""
     # Service logs reach a pipe or file as they happen, not in 8 KB blocks.
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     settings = Settings()
     data_dir = settings.data_dir.resolve()
+    try:
+        tenant_names = parse_tenants(tenants)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="WA_TENANTS") from None
+    if tenant_names and ("WA_NATS_URL" in os.environ or nats_servers > 1):
+        raise typer.BadParameter(
+            "tenants run on the one embedded NATS server; for your own NATS see the production recipe in README.md",
+            param_hint="WA_TENANTS",
+        )
+    accounts = [load_tenant(data_dir, name) for name in tenant_names]
     embedded_urls: dict[str, str] = {}
     servers: list[EmbeddedServer] = []
     try:
@@ -122,31 +191,30 @@ def run(
             if "WA_JS_REPLICAS" not in os.environ:
                 embedded_urls["js_replicas"] = str(min(3, nats_servers))
         elif "WA_NATS_URL" not in os.environ:
-            servers.append(start_nats(data_dir / "nats", nats_port))
+            extra = accounts_config(accounts, settings.subjects, simulator=True) if accounts else ""
+            servers.append(start_nats(data_dir / "nats", nats_port, extra))
             embedded_urls["nats_url"] = servers[-1].url
         if "WA_MONGO_URL" not in os.environ:
             servers.append(start_mongo(data_dir / "mongo", mongo_port))
             embedded_urls["mongo_url"] = servers[-1].url
-        if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None:
+        if not settings.vault_keys.get_secret_value() and settings.vault_key_file is None and not accounts:
             dev_vault_key(data_dir)  # session-actor and wactl find it under WA_DATA_DIR
         token = settings.dashboard_token.get_secret_value() or dev_dashboard_token(data_dir)
         env = child_env(os.environ, **embedded_urls, data_dir=data_dir, dashboard_token=token)
         for server in servers:
             typer.echo(f"{server.name}: {server.url} (data in {data_dir}, log {server.log_path})")
+        sets = (
+            tenant_sets(accounts, env, settings, env["WA_NATS_URL"])
+            if accounts
+            else [ServiceSet("", env, settings.health_port)]
+        )
         manager = NodesFirst()
-        processes = [(name, name, {}) for name in SERVICE_MODULES if name != NODE_SERVICE]
-        for i in range(nodes):
-            processes.append((f"{NODE}{i + 1}", NODE_SERVICE, {"node_name": env.get("WA_NODE_NAME", f"node{i + 1}")}))
-        for name, service, extra in processes:
-            # Each process its own metrics port; the health monitor keeps the configured one.
-            ports = {} if service == MONITOR_SERVICE else http_ports(service)
-            manager.add_process(
-                name, f"{sys.executable} -m {SERVICE_MODULES[service]}", env=child_env(env, **ports, **extra)
-            )
-            typer.echo(f"metrics of {name}: {metrics_url(service, settings.model_copy(update=ports))}")
-        base = f"http://{settings.health_host}:{settings.health_port}"
-        typer.echo(f"health: {base}/healthz   CLI: .venv/bin/wactl --help")
-        typer.echo(f"dashboard: {base}/ui/login?token={token}")
+        for service_set in sets:
+            add_service_set(manager, service_set, nodes, settings)
+        for service_set in sets:
+            base = f"http://{settings.health_host}:{service_set.health_port}"
+            typer.echo(f"{service_set.label}health: {base}/healthz   CLI: .venv/bin/wactl --help")
+            typer.echo(f"{service_set.label}dashboard: {base}/ui/login?token={token}")
         manager.loop()
         code = manager.returncode or 0
     finally:

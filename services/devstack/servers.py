@@ -119,13 +119,17 @@ ping_max: 2
 """
 
 
-def start_nats(data_dir: Path, port: int = 4222) -> EmbeddedServer:
+def start_nats(data_dir: Path, port: int = 4222, extra_config: str = "", scheme: str = "nats") -> EmbeddedServer:
+    """One nats-server; `extra_config` is added to its config (accounts, TLS), `scheme` is
+    its URL's (`tls` when the config requires TLS)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nats-server.conf"
-    config.write_text(NATS_CONFIG.format(port=port, store=data_dir))
+    config.touch(mode=0o600)  # it may hold passwords
+    config.write_text(NATS_CONFIG.format(port=port, store=data_dir) + extra_config)
     argv = [nats_server_binary(), "-c", str(config)]
     log_path = data_dir / "nats-server.log"
-    server = EmbeddedServer("nats", f"nats://127.0.0.1:{port}", port, _spawn("nats", argv, log_path), log_path, argv)
+    url = f"{scheme}://127.0.0.1:{port}"
+    server = EmbeddedServer("nats", url, port, _spawn("nats", argv, log_path), log_path, argv)
     server.wait_ready()
     return server
 
