@@ -1,0 +1,89 @@
+"""The services and wactl on a NATS server that requires mutual TLS, with certificates of a
+throwaway CA made by the test; clients without a certificate of that CA are refused."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from services.common.bus import ensure_topology
+from services.common.config import Settings
+from services.common.connection import connect_nats
+from services.devstack.probes import call_ok
+from services.devstack.processes import Stack
+from services.devstack.scenarios import start_sending_stack
+from services.devstack.servers import EmbeddedServer, free_port, start_nats
+from tests.conftest import Infra, make_settings
+from tests.test_wactl import ok, wactl
+from tests.throwaway_ca import ThrowawayCA
+
+pytestmark = pytest.mark.slow
+
+# Mutual TLS: the server presents its certificate and asks every client for one of the CA's.
+TLS_CONFIG = """
+tls {{
+  cert_file: "{cert}"
+  key_file: "{key}"
+  ca_file: "{ca}"
+  verify: true
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, ThrowawayCA]]:
+    root = tmp_path_factory.mktemp("tls")
+    ca = ThrowawayCA(root / "ca")
+    server_cert = ca.server()
+    extra = TLS_CONFIG.format(cert=server_cert.cert, key=server_cert.key, ca=ca.cert)
+    server = start_nats(root / "nats", free_port(), extra, scheme="tls")
+    yield server, ca
+    server.stop()
+
+
+@pytest.fixture
+def tls_settings(tls_server, infra: Infra, tmp_path: Path) -> Settings:
+    server, ca = tls_server
+    client = ca.client("gateway")
+    return make_settings(
+        Infra(server.url, infra.mongo_url, "embedded"),
+        tmp_path,
+        nats_tls_ca_file=ca.cert,
+        nats_tls_cert_file=client.cert,
+        nats_tls_key_file=client.key,
+    )
+
+
+async def test_the_services_and_wactl_run_with_mutual_tls_to_nats(tls_settings: Settings, tmp_path: Path) -> None:
+    nc = await connect_nats(tls_settings)
+    stack = Stack(tls_settings, tmp_path / "logs")
+    try:
+        await ensure_topology(nc.jetstream(), tls_settings)
+        tap = await start_sending_stack(stack, nc, tls_settings, ["demo"])
+        s = tls_settings.subjects
+        await call_ok(nc, s.send("demo"), {"id": "m-1", "to": "15550001111", "text": "over TLS"})
+        await tap.wait_for("demo", "outbound", lambda e: e["id"] == "m-1" and e["state"] == "delivered")
+        await tap.stop()
+        assert "connected" in ok(await wactl(tls_settings, "session", "get", "demo"))
+    except BaseException:
+        print(stack.logs())
+        raise
+    finally:
+        stack.stop_all()
+        await nc.close()
+
+
+async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_server, tmp_path: Path) -> None:
+    server, ca = tls_server
+    trusting = ssl.create_default_context(cafile=str(ca.cert))
+    stranger = ThrowawayCA(tmp_path / "other", "another CA").client("stranger")
+    with_foreign_cert = ssl.create_default_context(cafile=str(ca.cert))
+    with_foreign_cert.load_cert_chain(str(stranger.cert), str(stranger.key))
+    plain = server.url.replace("tls://", "nats://")
+    for url, tls in ((plain, None), (server.url, trusting), (server.url, with_foreign_cert)):
+        with pytest.raises(Exception):  # noqa: B017 - refused during the handshake, in several ways
+            await nats.connect(url, tls=tls, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
