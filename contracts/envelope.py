@@ -104,6 +104,10 @@ def decode(body: bytes, type_: type[T]) -> T:
         raise invalid(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError:
         raise invalid("malformed JSON: body is not valid UTF-8") from None
+    except RecursionError:
+        # Trap: msgspec raises RecursionError for JSON nested deeper than it recurses (an
+        # unknown field holding `{"a":{"a":...}}` is enough); it escaped as `internal`.
+        raise invalid("malformed JSON: nested too deeply") from None
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>[^`]+)`)?$", re.S)
