@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     flap_window: float = 300.0
     flap_backoff_floor: float = 120.0
     pairing_timeout: float = 180.0
+    # Pair requests a session may make in any window of this many seconds; more are answered
+    # `rate_limited` with the time to wait (WhatsApp restricts numbers that pair too often).
+    pair_rate_limit: int = Field(default=3, ge=1)
+    pair_rate_window: float = Field(default=120.0, gt=0)
 
     # -- sending: default pacing of every session (each can have its own policy) -------
     pacing_enabled: bool = True
