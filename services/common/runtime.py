@@ -101,7 +101,10 @@ def make_broker(settings: Settings, service: str) -> NatsBroker:
         security=broker_security(options),
         name=service,
         serializer=MsgSpecSerializer(),
-        # Per-message "Received/Processed" lines are debug material.
+        # Per-message "Received/Processed" lines are debug material. Trap: FastStream's own
+        # access logger writes to stdout through a handler of its own, around the redaction
+        # of services/common/logs.py; a logger of ours goes through it.
+        logger=logging.getLogger("faststream.broker"),
         log_level=logging.DEBUG,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

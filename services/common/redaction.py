@@ -1,0 +1,75 @@
+"""What never reaches a log line: message texts and captions, QR payloads, pair codes,
+credential bytes, keys and passwords (by the name of the field that holds them), and phone
+numbers, masked wherever they appear (`15551231111` -> `1555***1111`).
+
+Plain code; services/common/logs.py applies it to every line of every service, its own and
+those of its libraries (nats, FastStream, neonize), tracebacks included.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+REDACTED = "[redacted]"
+
+# Fields whose values are never logged, whatever they hold.
+SECRET_FIELDS = frozenset(
+    {
+        "text",
+        "caption",
+        "qr",
+        "pair_code",
+        "vcard",
+        "body",
+        "payload",
+        "store",
+        "secret",
+        "credentials",
+        "vault_keys",
+        "key",
+        "keys",
+        "password",
+        "nats_password",
+        "nats_token",
+        "dashboard_token",
+        "authorization",
+        "cookie",
+    }
+)
+
+# A phone number: 7 to 15 digits standing alone (not part of a word, a decimal or a
+# fencing token such as `01796558009529.0000000000000003`), as written in a JID
+# (`15551231111@s.whatsapp.net`, `15551231111:12@...`), an E.164 number or a `to` field.
+_PHONE = re.compile(r"(?<![\w.])(\d{7,15})(?![\w]|\.\d)", re.ASCII)
+
+
+def mask_phone(digits: str) -> str:
+    keep = 4 if len(digits) >= 10 else 2
+    return f"{digits[:keep]}***{digits[-keep:]}"
+
+
+def mask_phones(text: str) -> str:
+    return _PHONE.sub(lambda match: mask_phone(match[1]), text)
+
+
+def redact(fields: dict[str, Any]) -> dict[str, Any]:
+    """A log line's fields with secrets removed and phone numbers masked (nested too)."""
+    return {key: REDACTED if key.lower() in SECRET_FIELDS else _clean(value) for key, value in fields.items()}
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_phones(value)
+    if isinstance(value, dict):
+        return redact({str(k): v for k, v in value.items()})
+    if isinstance(value, list | tuple | set):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:  # a Struct or a dataclass: field by field, so its secret fields go too
+        return _clean(msgspec.to_builtins(value))
+    except TypeError:  # anything else as its text, masked like the rest
+        return mask_phones(repr(value))
