@@ -92,6 +92,14 @@ def cluster(sessions: int = 20, sends: int = 4000, every: float = 10.0, down_for
     asyncio.run(bench_cluster.run(sessions, sends, every, down_for))
 
 
+@app.command()
+def fuzz(per_subject: int = 2000, seed: int = 0) -> None:
+    """Every public request subject fuzzed with generated bodies and hostile subjects (issue #16)."""
+    from bench import fuzz as bench_fuzz
+
+    asyncio.run(bench_fuzz.run(per_subject, seed))
+
+
 @app.command(name="all")
 def run_all() -> None:
     """Every benchmark with its default parameters."""
@@ -104,6 +112,7 @@ def run_all() -> None:
     vault()
     neonize_idle()
     cluster()
+    fuzz()
 
 
 if __name__ == "__main__":
