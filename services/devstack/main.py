@@ -9,6 +9,7 @@ servers last.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import honcho.manager
 import typer
 
+from contracts.subjects import Subjects
 from services.common.config import Settings
 from services.credentials.vault import DEV_KEY_FILE, new_key_entry
 from services.devstack.processes import (
@@ -31,7 +33,14 @@ from services.devstack.processes import (
     metrics_url,
 )
 from services.devstack.servers import EmbeddedServer, start_mongo, start_nats, start_nats_cluster
-from services.devstack.tenants import Tenant, accounts_config, load_tenant, parse_tenants, write_client_url
+from services.devstack.tenants import (
+    Tenant,
+    accounts_config,
+    client_permissions,
+    load_tenant,
+    parse_tenants,
+    write_client_url,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -221,6 +230,15 @@ def run(
         for server in reversed(servers):
             server.stop()
     raise typer.Exit(code)
+
+
+@app.command()
+def permissions(
+    prefix: str = typer.Option("wa", help="the deployment's subject prefix (WA_PREFIX)"),
+    simulator: bool = typer.Option(False, help="also the simulator's control subjects (dev and demos)"),
+) -> None:
+    """Print the NATS permissions of a tenant's client user, for a nats-server config."""
+    typer.echo(json.dumps(client_permissions(Subjects(prefix), simulator), indent=2))
 
 
 @app.callback()

@@ -14,6 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contracts.permissions import tenant_client
 from contracts.subjects import Subjects
@@ -93,22 +94,21 @@ def accounts_config(tenants: list[Tenant], subjects: Subjects, simulator: bool) 
     """The nats-server `accounts` block: an account per tenant with JetStream, its service
     user (everything in the account) and its client user (the public contract only). With
     accounts and users configured the server refuses anonymous connections."""
-    permissions = tenant_client(subjects, simulator=simulator)
+    permissions = client_permissions(subjects, simulator)
     blocks = []
     for tenant in tenants:
-        client = {
-            "user": tenant.client_user,
-            "password": tenant.client_password,
-            "permissions": {
-                "publish": {"allow": list(permissions.publish)},
-                "subscribe": {"allow": list(permissions.subscribe)},
-            },
-        }
+        client = {"user": tenant.client_user, "password": tenant.client_password, "permissions": permissions}
         service = {"user": tenant.service_user, "password": tenant.service_password}
         account = {"jetstream": "enabled", "users": [service, client]}
         # The server's config format reads JSON; quoted strings keep `$JS...` literal.
         blocks.append(f"  {json.dumps(tenant.name)}: {json.dumps(account)}")
     return "accounts {\n" + "\n".join(blocks) + "\n}\n"
+
+
+def client_permissions(subjects: Subjects, simulator: bool) -> dict[str, Any]:
+    """A tenant client user's `permissions` block of a nats-server config."""
+    permissions = tenant_client(subjects, simulator=simulator)
+    return {"publish": {"allow": list(permissions.publish)}, "subscribe": {"allow": list(permissions.subscribe)}}
 
 
 def _kept_secret(path: Path) -> str:
