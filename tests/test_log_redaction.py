@@ -50,6 +50,9 @@ def test_secret_fields_are_dropped_and_phone_numbers_masked() -> None:
         "detail": {"caption": "[redacted]", "sender": "4915***5678@s.whatsapp.net"},
     }
     assert mask_phone("15551231111") == "1555***1111" and mask_phone("1234567") == "12***67"
+    assert mask_phones("cannot connect to nats://acme:Zq9-x_1@127.0.0.1:4222, tls://h:1") == (
+        "cannot connect to nats://acme:***@127.0.0.1:4222, tls://h:1"
+    )
     assert mask_phones("at 2026-12-06T11:57:27.998Z, port 4222, pid 15707, id 3EB0712879A5FF") == (
         "at 2026-12-06T11:57:27.998Z, port 4222, pid 15707, id 3EB0712879A5FF"
     )

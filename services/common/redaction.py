@@ -1,6 +1,6 @@
 """What never reaches a log line: message texts and captions, QR payloads, pair codes,
-credential bytes, keys and passwords (by the name of the field that holds them), and phone
-numbers, masked wherever they appear (`15551231111` -> `1555***1111`).
+credential bytes, keys and passwords (by the name of the field that holds them), passwords
+in URLs, and phone numbers, masked wherever they appear (`15551231111` -> `1555***1111`).
 
 Plain code; services/common/logs.py applies it to every line of every service, its own and
 those of its libraries (nats, FastStream, neonize), tracebacks included.
@@ -51,8 +51,13 @@ def mask_phone(digits: str) -> str:
     return f"{digits[:keep]}***{digits[-keep:]}"
 
 
+# The password in a URL's user info (`nats://acme:<password>@host`, `mongodb://u:<pw>@host`).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@/\s]+@", re.IGNORECASE)
+
+
 def mask_phones(text: str) -> str:
-    return _PHONE.sub(lambda match: mask_phone(match[1]), text)
+    """Phone numbers masked, and passwords in URLs replaced."""
+    return _PHONE.sub(lambda match: mask_phone(match[1]), _URL_PASSWORD.sub(r"\1***@", text))
 
 
 def redact(fields: dict[str, Any]) -> dict[str, Any]:

@@ -259,10 +259,13 @@ async def fuzz(
     tenth as many (valid and generated bodies)."""
     report = FuzzReport()
     jobs: list[tuple[str, Body, bool]] = []
+    # Generated off the event loop (seconds per subject): the connection must keep answering
+    # the server's pings meanwhile, or the server drops it.
     for i, (subject, template) in enumerate(request_templates(s, sid).items()):
-        bodies = draw(body_strategy(template, nc.max_payload), per_subject, random_seed + i)
+        bodies = await asyncio.to_thread(draw, body_strategy(template, nc.max_payload), per_subject, random_seed + i)
         jobs += [(subject, body, False) for body in bodies]
-    generic = draw(body_strategy({"session_id": sid}, nc.max_payload), max(1, per_subject // 10), random_seed - 1)
+    generic_bodies = body_strategy({"session_id": sid}, nc.max_payload)
+    generic = await asyncio.to_thread(draw, generic_bodies, max(1, per_subject // 10), random_seed - 1)
     for subject in hostile_subjects(s, sid):
         jobs += [(subject, body, True) for body in [_made(b"{}"), *generic]]
     random.Random(random_seed).shuffle(jobs)
