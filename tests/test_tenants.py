@@ -17,11 +17,12 @@ from nats.js.api import DeliverPolicy
 
 from services.common.config import Settings
 from services.devstack.probes import EventTap, call, call_ok, wait_until
-from services.devstack.processes import Stack
+from services.devstack.processes import MakeRun, Stack
 from services.devstack.scenarios import pair
 from services.devstack.servers import EmbeddedServer, free_port, start_nats
-from services.devstack.tenants import Tenant, accounts_config, load_tenant
+from services.devstack.tenants import Tenant, accounts_config, load_tenant, tenant_url_file
 from tests.conftest import Infra, make_settings
+from tests.test_wactl import Wactl, ok, wactl
 
 pytestmark = pytest.mark.slow
 
@@ -200,3 +201,44 @@ async def test_a_tenant_client_gets_exactly_the_public_contract(sides) -> None:
     live = await js.subscribe(s.events_all, stream=s.events_stream, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST)
     await live.unsubscribe()
     await tap.stop()
+
+
+async def test_make_run_with_tenants_serves_each_tenant_through_its_url_and_wactl(infra: Infra, tmp_path: Path) -> None:
+    settings = make_settings(infra, tmp_path, health_port=free_port(), prefix="wa", sim_prefix="wasim")
+    run = MakeRun(
+        settings,
+        tmp_path / "devstack.log",
+        embedded={"nats_port": free_port(), "mongo_port": free_port()},
+        extra_env={"WA_TENANTS": "acme"},
+    )
+    run.start()
+    try:
+        url_file = tenant_url_file(settings.data_dir, "acme")
+        await wait_until(url_file.exists, timeout=60, what="acme's URL file")
+        url = url_file.read_text().strip()
+        assert url.startswith("nats://acme:") and "@127.0.0.1:" in url
+        server = "nats://" + url.rsplit("@", 1)[1]
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(server, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=5)
+
+        async def listing() -> bool:
+            return (await wactl(settings, "--tenant", "acme", "--timeout", "2", "session", "list")).code == 0
+
+        await wait_until(listing, timeout=90, interval=0.5, what="acme's services")
+        ok(await wactl(settings, "--tenant", "acme", "session", "create", "demo"))
+        pairing = await Wactl.start(settings, "--tenant", "acme", "session", "pair", "demo", "--timeout", "60")
+        await pairing.line_matching(r"Scan with WhatsApp", timeout=60)
+        assert ok(await wactl(settings, "--tenant", "acme", "sim", "scan", "demo")).startswith("scanned: linked as ")
+        assert "connected" in ok(await pairing.finish(timeout=60)).splitlines()[-1]
+        sent = ok(await wactl(settings, "--tenant", "acme", "send", "demo", "15550001111", "hello", "--wait"))
+        assert "delivered" in sent or "sent" in sent, sent
+        # The same URL works as-is for any NATS client.
+        client = await nats.connect(url)
+        reply = await call(client, "wa.session.demo.get", {})
+        assert reply.ok and reply.data["state"] == "connected"
+        await client.close()
+        missing = await wactl(settings, "--tenant", "nobody", "session", "list")
+        assert missing.code == 2 and "no tenant 'nobody'" in missing.err
+    finally:
+        code = await run.stop()
+    assert code is not None, run.logs()[-3000:]
