@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 from bench.results import SERVICE_LOGS, Report, host_speed_ms
-from services.devstack.fuzz import FAILURES, fuzz
+from services.devstack.fuzz import FAILURES, doomed, fuzz
 from services.devstack.probes import call_ok
 from services.devstack.scenarios import fresh_system, pair
 
@@ -26,7 +26,8 @@ async def run(per_subject: int = 2000, seed: int = 0) -> Report:
     async with fresh_system("fuzz", SERVICE_LOGS, nats_config=BIG_PAYLOADS) as system:
         s = system.settings.subjects
         await pair(system.nc, system.settings, system.tap, "good")
-        await call_ok(system.nc, s.session_create, {"session_id": "fuzz"})
+        for sid in ("fuzz", doomed("fuzz")):
+            await call_ok(system.nc, s.session_create, {"session_id": sid})
         pids = {name: proc.popen.pid for name, proc in system.stack.procs.items()}
         started = time.monotonic()
         result = await fuzz(system.nc, s, "fuzz", per_subject, seed)

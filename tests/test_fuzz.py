@@ -10,7 +10,7 @@ import pytest
 
 from services.common.bus import ensure_topology
 from services.common.connection import connect_nats
-from services.devstack.fuzz import FAILURES, fuzz, hostile_subjects, request_templates
+from services.devstack.fuzz import FAILURES, doomed, fuzz, hostile_subjects, request_templates
 from services.devstack.probes import call_ok
 from services.devstack.processes import Stack
 from services.devstack.scenarios import start_sending_stack
@@ -32,7 +32,8 @@ async def test_fuzzed_requests_get_envelopes_and_the_system_still_pairs_and_send
     try:
         await ensure_topology(nc.jetstream(), settings)
         tap = await start_sending_stack(stack, nc, settings, ["good"])
-        await call_ok(nc, s.session_create, {"session_id": "fuzz"})
+        for sid in ("fuzz", doomed("fuzz")):
+            await call_ok(nc, s.session_create, {"session_id": sid})
         pids = {name: proc.popen.pid for name, proc in stack.procs.items()}
 
         report = await fuzz(nc, s, "fuzz", per_subject=12, random_seed=16)

@@ -42,6 +42,12 @@ FAILURES = frozenset({INTERNAL, MALFORMED, TIMEOUT})
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 
+def doomed(sid: str) -> str:
+    """The session the destructive requests (logout, delete) are fuzzed on, so that a valid
+    body among them leaves `sid` to the others (create it beside `sid`)."""
+    return f"{sid}-doomed"
+
+
 def request_templates(s: Subjects, sid: str) -> dict[str, dict[str, Any]]:
     """Every public request subject (contract v1 and its additions) with a valid body."""
     return {
@@ -49,8 +55,8 @@ def request_templates(s: Subjects, sid: str) -> dict[str, dict[str, Any]]:
         s.session_list: {},
         s.session(sid, "get"): {},
         s.session(sid, "pair"): {"method": "code", "phone": "15551234567"},
-        s.session(sid, "logout"): {},
-        s.session(sid, "delete"): {},
+        s.session(doomed(sid), "logout"): {},
+        s.session(doomed(sid), "delete"): {},
         s.session(sid, "reconnect"): {},
         s.session(sid, "policy"): {"policy": {"pacing": {"per_minute": 10, "burst": 5}, "resend_ambiguous": False}},
         s.session(sid, "read"): {"chat": "15550002222", "message_ids": ["3EB0C0FFEE"]},
@@ -256,7 +262,7 @@ async def fuzz(
     nc: NatsClient, s: Subjects, sid: str, per_subject: int, random_seed: int = 0, in_flight: int = 8
 ) -> FuzzReport:
     """`per_subject` generated bodies for every public subject; for each hostile subject, a
-    tenth as many (valid and generated bodies)."""
+    tenth as many (valid and generated bodies). Sessions `sid` and `doomed(sid)` should exist."""
     report = FuzzReport()
     jobs: list[tuple[str, Body, bool]] = []
     # Generated off the event loop (seconds per subject): the connection must keep answering
