@@ -1,5 +1,6 @@
-"""The services and wactl on a NATS server that requires mutual TLS, with certificates of a
-throwaway CA made by the test; clients without a certificate of that CA are refused."""
+"""The services and wactl on a NATS server that requires mutual TLS and a MongoDB-compatible
+server that requires TLS, with certificates of a throwaway CA made by the test; clients
+without a certificate of that CA are refused."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ from pathlib import Path
 
 import nats
 import pytest
+from pymongo.errors import ServerSelectionTimeoutError
 
 from services.common.bus import ensure_topology
 from services.common.config import Settings
 from services.common.connection import connect_nats
+from services.common.mongo import mongo_client
 from services.devstack.probes import call_ok
 from services.devstack.processes import Stack
 from services.devstack.scenarios import start_sending_stack
-from services.devstack.servers import EmbeddedServer, free_port, start_nats
+from services.devstack.servers import EmbeddedServer, free_port, start_mongo, start_nats
 from tests.conftest import Infra, make_settings
 from tests.test_wactl import ok, wactl
 from tests.throwaway_ca import ThrowawayCA
@@ -35,30 +38,34 @@ tls {{
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, ThrowawayCA]]:
+def tls_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedServer, EmbeddedServer, ThrowawayCA]]:
     root = tmp_path_factory.mktemp("tls")
     ca = ThrowawayCA(root / "ca")
     server_cert = ca.server()
     extra = TLS_CONFIG.format(cert=server_cert.cert, key=server_cert.key, ca=ca.cert)
     server = start_nats(root / "nats", free_port(), extra, scheme="tls")
-    yield server, ca
+    mongo_server = start_mongo(root / "mongo", free_port(), tls=(server_cert.cert, server_cert.key))
+    yield server, mongo_server, ca
     server.stop()
+    mongo_server.stop()
 
 
 @pytest.fixture
-def tls_settings(tls_server, infra: Infra, tmp_path: Path) -> Settings:
-    server, ca = tls_server
+def tls_settings(tls_servers, tmp_path: Path) -> Settings:
+    server, mongo_server, ca = tls_servers
     client = ca.client("gateway")
+    assert mongo_server.url.endswith("tls=true")
     return make_settings(
-        Infra(server.url, infra.mongo_url, "embedded"),
+        Infra(server.url, mongo_server.url, "embedded"),
         tmp_path,
         nats_tls_ca_file=ca.cert,
         nats_tls_cert_file=client.cert,
         nats_tls_key_file=client.key,
+        mongo_tls_ca_file=ca.cert,
     )
 
 
-async def test_the_services_and_wactl_run_with_mutual_tls_to_nats(tls_settings: Settings, tmp_path: Path) -> None:
+async def test_the_services_and_wactl_run_with_tls_to_nats_and_mongodb(tls_settings: Settings, tmp_path: Path) -> None:
     nc = await connect_nats(tls_settings)
     stack = Stack(tls_settings, tmp_path / "logs")
     try:
@@ -77,8 +84,8 @@ async def test_the_services_and_wactl_run_with_mutual_tls_to_nats(tls_settings: 
         await nc.close()
 
 
-async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_server, tmp_path: Path) -> None:
-    server, ca = tls_server
+async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_servers, tmp_path: Path) -> None:
+    server, mongo_server, ca = tls_servers
     trusting = ssl.create_default_context(cafile=str(ca.cert))
     stranger = ThrowawayCA(tmp_path / "other", "another CA").client("stranger")
     with_foreign_cert = ssl.create_default_context(cafile=str(ca.cert))
@@ -87,3 +94,15 @@ async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_server, t
     for url, tls in ((plain, None), (server.url, trusting), (server.url, with_foreign_cert)):
         with pytest.raises(Exception):  # noqa: B017 - refused during the handshake, in several ways
             await nats.connect(url, tls=tls, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
+    # MongoDB: without the CA the server's certificate is not trusted; with it, it is.
+    for ca_file, trusted in ((None, False), (ca.cert, True)):
+        settings = Settings(mongo_url=mongo_server.url, mongo_tls_ca_file=ca_file)
+        client = mongo_client(settings, serverSelectionTimeoutMS=2000)
+        try:
+            if trusted:
+                assert (await client.admin.command("ping"))["ok"]
+            else:
+                with pytest.raises(ServerSelectionTimeoutError, match="certificate verify failed"):
+                    await client.admin.command("ping")
+        finally:
+            await client.close()

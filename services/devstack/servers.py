@@ -232,8 +232,9 @@ def start_nats_cluster(data_dir: Path, size: int = 3, ports: list[int] | None = 
     return cluster
 
 
-def start_mongo(data_dir: Path, port: int = 27017) -> EmbeddedServer:
-    """SecantusDB, a MongoDB-wire-compatible server (dev and tests only; production uses MongoDB)."""
+def start_mongo(data_dir: Path, port: int = 27017, tls: tuple[Path, Path] | None = None) -> EmbeddedServer:
+    """SecantusDB, a MongoDB-wire-compatible server (dev and tests only; production uses MongoDB);
+    with `tls` (certificate and key files) it accepts TLS connections only."""
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = data_dir / "wiredtiger"
     argv = [
@@ -241,8 +242,10 @@ def start_mongo(data_dir: Path, port: int = 27017) -> EmbeddedServer:
         "--host", "127.0.0.1", "--port", str(port),
         "--storage-path", str(storage), "--log-level", "WARNING",
     ]  # fmt: skip
+    if tls is not None:
+        argv += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
     log_path = data_dir / "secantus.log"
-    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true" + ("&tls=true" if tls is not None else "")
     server = EmbeddedServer("mongo", url, port, _spawn("mongo", argv, log_path), log_path, argv)
     server.wait_ready(timeout=60.0)
     return server
