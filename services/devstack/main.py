@@ -2,7 +2,8 @@
 
 Starts nats-server and the MongoDB-compatible dev server (data under WA_DATA_DIR, default
 .data/) unless WA_NATS_URL / WA_MONGO_URL are set, then every service as its own process
-under honcho, with logs prefixed by service name. Ctrl-C stops the session-actor nodes
+under honcho, with logs prefixed by service name. With WA_TENANTS (tenants.py) NATS requires
+authentication and every tenant gets its account and its own set of the services. Ctrl-C stops the session-actor nodes
 first (they hand off sessions and flush credentials), then the other services, and the
 servers last.
 """
@@ -151,8 +152,10 @@ def add_service_set(manager: NodesFirst, service_set: ServiceSet, nodes: int, se
         # Each process its own metrics port; the health monitor keeps its set's.
         ports = {} if service == MONITOR_SERVICE else http_ports(service)
         label = service_set.label + name
-        manager.add_process(label, f"{sys.executable} -m {SERVICE_MODULES[service]}", env=child_env(env, **ports, **extra))
-        typer.echo(f"metrics of {label}: {metrics_url(service, settings.model_copy(update={'health_port': service_set.health_port, **ports}))}")
+        command = f"{sys.executable} -m {SERVICE_MODULES[service]}"
+        manager.add_process(label, command, env=child_env(env, **ports, **extra))
+        served = settings.model_copy(update={"health_port": service_set.health_port, **ports})
+        typer.echo(f"metrics of {label}: {metrics_url(service, served)}")
 
 
 @app.command()
