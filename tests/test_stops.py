@@ -110,6 +110,10 @@ async def test_every_service_exits_within_seconds_of_sigterm_when_nats_is_gone(s
         nc = await connect_nats(local)
         stack.start_all()
         await wait_until(lambda: call(nc, local.subjects.session_list, {}, timeout=2), timeout=60, what="services")
+        # The health monitor serves HTTP once its start is over (a start cut short by NATS
+        # going away is a failed start, exit 3, not the stop this test is about).
+        monitor = stack.procs["health-monitor"].settings.health_port
+        await wait_until(lambda: port_open(monitor), timeout=60, what="the health monitor started")
         await nc.close()
         own_nats.kill()
         for proc in stack.procs.values():
