@@ -143,7 +143,7 @@ def outbound_update(event: OutboundEvent) -> list[dict[str, Any]]:
     """
     step = _fields(event, "session_id", "id", "to")
     if event.error is not None:
-        step["error"] = msgspec.structs.asdict(event.error)
+        step["error"] = msgspec.to_builtins(event.error)  # without the fields left out
     advances = {"$gt": [outbound_rank(event.state), {"$indexOfArray": [list(OUTBOUND_ORDER), "$state"]}]}
     history = {"$ifNull": ["$history", []]}
     fields: dict[str, Any] = {
