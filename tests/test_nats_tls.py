@@ -12,12 +12,9 @@ import nats
 import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
-from services.common.bus import ensure_topology
 from services.common.config import Settings
-from services.common.connection import connect_nats
 from services.common.mongo import mongo_client
 from services.devstack.probes import call_ok
-from services.devstack.processes import Stack
 from services.devstack.scenarios import start_sending_stack
 from services.devstack.servers import EmbeddedServer, free_port, start_mongo, start_nats
 from tests.conftest import Infra, make_settings
@@ -51,7 +48,8 @@ def tls_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Embe
 
 
 @pytest.fixture
-def tls_settings(tls_servers, tmp_path: Path) -> Settings:
+def settings(tls_servers, tmp_path: Path) -> Settings:
+    """Every service and client of the test (the `nc` and `stack` fixtures too) over TLS."""
     server, mongo_server, ca = tls_servers
     client = ca.client("gateway")
     assert mongo_server.url.endswith("tls=true")
@@ -65,23 +63,13 @@ def tls_settings(tls_servers, tmp_path: Path) -> Settings:
     )
 
 
-async def test_the_services_and_wactl_run_with_tls_to_nats_and_mongodb(tls_settings: Settings, tmp_path: Path) -> None:
-    nc = await connect_nats(tls_settings)
-    stack = Stack(tls_settings, tmp_path / "logs")
-    try:
-        await ensure_topology(nc.jetstream(), tls_settings)
-        tap = await start_sending_stack(stack, nc, tls_settings, ["demo"])
-        s = tls_settings.subjects
-        await call_ok(nc, s.send("demo"), {"id": "m-1", "to": "15550001111", "text": "over TLS"})
-        await tap.wait_for("demo", "outbound", lambda e: e["id"] == "m-1" and e["state"] == "delivered")
-        await tap.stop()
-        assert "connected" in ok(await wactl(tls_settings, "session", "get", "demo"))
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        stack.stop_all()
-        await nc.close()
+async def test_the_services_and_wactl_run_with_tls_to_nats_and_mongodb(settings: Settings, nc, stack) -> None:
+    tap = await start_sending_stack(stack, nc, settings, ["demo"])
+    s = settings.subjects
+    await call_ok(nc, s.send("demo"), {"id": "m-1", "to": "15550001111", "text": "over TLS"})
+    await tap.wait_for("demo", "outbound", lambda e: e["id"] == "m-1" and e["state"] == "delivered")
+    await tap.stop()
+    assert "connected" in ok(await wactl(settings, "session", "get", "demo"))
 
 
 async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_servers, tmp_path: Path) -> None:
