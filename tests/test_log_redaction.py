@@ -12,7 +12,7 @@ import pytest
 
 from services.common.bus import ensure_topology
 from services.common.connection import connect_nats
-from services.common.redaction import mask_phone, mask_phones, redact
+from services.common.redaction import mask_phone, redact, scrub_text
 from services.devstack.probes import EventTap, call_ok, wait_until
 from services.devstack.processes import Stack
 from services.devstack.scenarios import pair
@@ -50,10 +50,13 @@ def test_secret_fields_are_dropped_and_phone_numbers_masked() -> None:
         "detail": {"caption": "[redacted]", "sender": "4915***5678@s.whatsapp.net"},
     }
     assert mask_phone("15551231111") == "1555***1111" and mask_phone("1234567") == "12***67"
-    assert mask_phones("cannot connect to nats://acme:Zq9-x_1@127.0.0.1:4222, tls://h:1") == (
+    assert scrub_text("cannot connect to nats://acme:Zq9-x_1@127.0.0.1:4222, tls://h:1") == (
         "cannot connect to nats://acme:***@127.0.0.1:4222, tls://h:1"
     )
-    assert mask_phones("at 2026-12-06T11:57:27.998Z, port 4222, pid 15707, id 3EB0712879A5FF") == (
+    # What libraries write into their own messages (neonize: "Pair code: %s").
+    assert scrub_text("Pair code: ABCD-EFGH") == "Pair code: [redacted]"
+    assert scrub_text("qr 2@Kq3xYz09+/AB==,ZGF0YQ==,a2V5,c2VjcmV0 shown") == "qr [redacted] shown"
+    assert scrub_text("at 2026-12-06T11:57:27.998Z, port 4222, pid 15707, id 3EB0712879A5FF") == (
         "at 2026-12-06T11:57:27.998Z, port 4222, pid 15707, id 3EB0712879A5FF"
     )
 

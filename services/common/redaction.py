@@ -55,9 +55,18 @@ def mask_phone(digits: str) -> str:
 _URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@/\s]+@", re.IGNORECASE)
 
 
-def mask_phones(text: str) -> str:
-    """Phone numbers masked, and passwords in URLs replaced."""
-    return _PHONE.sub(lambda match: mask_phone(match[1]), _URL_PASSWORD.sub(r"\1***@", text))
+# Secrets libraries write into their own messages: neonize logs "Pair code: ABCD-EFGH" at
+# INFO; a WhatsApp pair code is 8 characters of this alphabet, shown as two groups of 4; a
+# whatsmeow QR payload is `2@<ref>,<key>,<key>,<secret>`.
+_PAIR_CODE = re.compile(r"\b[1-9A-HJ-NP-TV-Z]{4}-[1-9A-HJ-NP-TV-Z]{4}\b")
+_QR_PAYLOAD = re.compile(r"\b\d@[A-Za-z0-9+/=_-]+(?:,[A-Za-z0-9+/=_-]+){2,}")
+
+
+def scrub_text(text: str) -> str:
+    """Phone numbers masked; passwords in URLs, pair codes and QR payloads replaced."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _QR_PAYLOAD.sub(REDACTED, _PAIR_CODE.sub(REDACTED, text))
+    return _PHONE.sub(lambda match: mask_phone(match[1]), text)
 
 
 def redact(fields: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +76,7 @@ def redact(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return mask_phones(value)
+        return scrub_text(value)
     if isinstance(value, dict):
         return redact({str(k): v for k, v in value.items()})
     if isinstance(value, list | tuple | set):
@@ -77,4 +86,4 @@ def _clean(value: Any) -> Any:
     try:  # a Struct or a dataclass: field by field, so its secret fields go too
         return _clean(msgspec.to_builtins(value))
     except TypeError:  # anything else as its text, masked like the rest
-        return mask_phones(repr(value))
+        return scrub_text(repr(value))
