@@ -154,7 +154,12 @@ class ClusterWatcher:
                 if entry is None:  # end of the initial values
                     self.ready.set()
                     continue
-                self._apply(entry.key, entry.operation, entry.value, entry.revision)
+                try:
+                    self._apply(entry.key, entry.operation, entry.value, entry.revision)
+                except msgspec.DecodeError:
+                    # Only the services may write the bucket (NATS permissions); should anything
+                    # else land in it, the view goes on without it instead of stopping.
+                    log.warning("leases bucket entry ignored: not a lease or an ownership", key=entry.key)
         except asyncio.CancelledError:
             await watcher.stop()
             raise
