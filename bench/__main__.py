@@ -114,6 +114,14 @@ def cpu(
     asyncio.run(bench_cpu.run(sessions, sends, in_flight, idle, baseline))
 
 
+@app.command()
+def fuzz(per_subject: int = 2000, seed: int = 0) -> None:
+    """Every public request subject fuzzed with generated bodies and hostile subjects (issue #16)."""
+    from bench import fuzz as bench_fuzz
+
+    asyncio.run(bench_fuzz.run(per_subject, seed))
+
+
 @app.command(name="all")
 def run_all() -> None:
     """Every benchmark with its default parameters."""
@@ -127,6 +135,7 @@ def run_all() -> None:
     vault()
     neonize_idle()
     cluster()
+    fuzz()
 
 
 if __name__ == "__main__":

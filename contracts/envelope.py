@@ -31,9 +31,11 @@ ErrorCode = Literal[
 TEMPORARILY_UNAVAILABLE = "temporarily_unavailable"
 
 
-class ErrorBody(msgspec.Struct):
+class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
+    # With `rate_limited`: seconds until a retry would be admitted, where the limit says.
+    retry_after: float | None = None
 
 
 class Ok(msgspec.Struct, Generic[T]):
@@ -57,17 +59,18 @@ class Reply(msgspec.Struct):
 class ContractError(Exception):
     """A request that cannot be served; becomes an `Err` reply (or a failure event)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
     def reply(self) -> Err:
-        return Err(error=ErrorBody(code=self.code, message=self.message))
+        return Err(error=self.body)
 
     @property
     def body(self) -> ErrorBody:
-        return ErrorBody(code=self.code, message=self.message)
+        return ErrorBody(code=self.code, message=self.message, retry_after=self.retry_after)
 
 
 def invalid(message: str) -> ContractError:
@@ -84,6 +87,10 @@ def conflict(message: str) -> ContractError:
 
 def unavailable(message: str) -> ContractError:
     return ContractError("session_unavailable", message)
+
+
+def rate_limited(message: str, retry_after: float | None = None) -> ContractError:
+    return ContractError("rate_limited", message, None if retry_after is None else round(retry_after, 1))
 
 
 _decoders: dict[Any, msgspec.json.Decoder] = {}
@@ -104,6 +111,10 @@ def decode(body: bytes, type_: type[T]) -> T:
         raise invalid(f"malformed JSON: {exc}") from None
     except UnicodeDecodeError:
         raise invalid("malformed JSON: body is not valid UTF-8") from None
+    except RecursionError:
+        # Trap: msgspec raises RecursionError for JSON nested deeper than it recurses (an
+        # unknown field holding `{"a":{"a":...}}` is enough); it escaped as `internal`.
+        raise invalid("malformed JSON: nested too deeply") from None
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `(?P<path>[^`]+)`)?$", re.S)

@@ -88,10 +88,15 @@ class DlqList(msgspec.Struct):
     entries: list[DlqEntry]
 
 
+MAX_SEQ = 2**63 - 1
+
+
 class DlqSelect(msgspec.Struct, forbid_unknown_fields=True):
     """Which dead letters: one by `seq`, every one of a session, or `all`."""
 
-    seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    # A stream sequence is an unsigned 64-bit number; JetStream refuses (and nats-py fails
+    # on) anything above the signed range.
+    seq: Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)] | None = None
     session_id: SessionId | None = None
     all: bool = False
 

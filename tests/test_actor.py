@@ -280,3 +280,19 @@ async def test_a_session_that_is_not_connected_refuses_read_marks_at_once(
         await r.command("read", {"chat": "15550002222", "message_ids": ["D"]})
     assert offline.value.code == "session_unavailable" and "only while it is connected" in offline.value.message
     assert world.client.read == []
+
+
+async def test_the_fourth_pair_request_within_two_minutes_is_rate_limited_with_the_time_to_wait(
+    world: ActorWorld, start: object
+) -> None:
+    r = start()  # type: ignore[operator]
+    await wait_until(lambda: SID in world.commands.handlers, what="the actor listening")
+    for _ in range(3):
+        answer = await r.command("pair", {"method": "code", "phone": "15550001111"})
+        assert answer.pair_code == "ABCD-EFGH"  # type: ignore[attr-defined]
+    with pytest.raises(ContractError) as refused:
+        await r.command("pair", {"method": "code", "phone": "15550001111"})
+    assert refused.value.code == "rate_limited" and "retry in" in refused.value.message
+    assert 110 < refused.value.retry_after <= 120  # type: ignore[operator]
+    reply = msgspec.json.decode(encode(refused.value.reply()))
+    assert reply["error"]["code"] == "rate_limited" and reply["error"]["retry_after"] > 110

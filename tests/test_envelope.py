@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from contracts.envelope import ContractError, decode
+from contracts.queue import DlqSelect
 from contracts.sending import SendText
-from contracts.sessions import PairByCode, PairByQr, PairRequest, SessionCreate
+from contracts.sessions import Empty, PairByCode, PairByQr, PairRequest, SessionCreate
 
 
 def error_of(body: bytes, type_: type) -> str:
@@ -48,3 +49,15 @@ def test_session_ids_and_pair_methods() -> None:
     assert decode(b'{"method":"code","phone":"15551234567"}', PairRequest) == PairByCode(phone="15551234567")
     assert "method: invalid value 'sms'" in error_of(b'{"method":"sms"}', PairRequest)
     assert "phone: expected digits" in error_of(b'{"method":"code","phone":"+1"}', PairRequest)
+
+
+def test_json_nested_too_deeply_is_an_invalid_request_not_an_internal_error() -> None:
+    deep = b'{"id":"1","to":"15550001111","text":"x","extra":' + b'{"a":' * 100_000
+    assert "nested too deeply" in error_of(deep, SendText)
+    assert "nested too deeply" in error_of(b'{"a":' * 100_000, Empty)
+
+
+def test_a_dead_letter_seq_beyond_what_a_stream_can_hold_is_refused() -> None:
+    assert decode(b'{"seq": 9223372036854775807}', DlqSelect).seq == 2**63 - 1
+    assert "seq: expected `int` <= 9223372036854775807" in error_of(b'{"seq": 9223372036854775808}', DlqSelect)
+    assert "seq" in error_of(b'{"seq": 99999999999999999999999}', DlqSelect)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from nats.js.api import Header
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from contracts.events import StatusEvent
@@ -144,25 +145,28 @@ def test_session_rows_tell_the_truth_and_filter() -> None:
     assert view.last_status == {}
 
 
+T2, T3 = fence_token(1_764_000_000_000, 2), fence_token(1_764_000_000_000, 3)
+
+
 @pytest.mark.parametrize(
     ("state", "reason", "owner_token", "expected"),
     [
-        ("connected", None, "0002", True),
-        ("pairing", None, "0002", True),
-        ("disconnected", "connection dropped", "0002", True),
+        ("connected", None, T2, True),
+        ("pairing", None, T2, True),
+        ("disconnected", "connection dropped", T2, True),
         ("connected", None, "", True),  # never fenced (older documents)
-        ("connected", None, "0003", False),  # a newer owner already wrote
-        ("disconnected", OWNER_LOST, "0002", False),  # already reported (another replica)
-        ("logged_out", "logged_out: by request", "0002", False),  # describes the session, not the owner
-        ("created", None, "0002", False),
-        ("stopped", "client outdated", "0002", False),
-        ("banned", "temporary_ban", "0002", False),
+        ("connected", None, T3, False),  # a newer owner already wrote
+        ("disconnected", OWNER_LOST, T2, False),  # already reported (another replica)
+        ("logged_out", "logged_out: by request", T2, False),  # describes the session, not the owner
+        ("created", None, T2, False),
+        ("stopped", "client outdated", T2, False),
+        ("banned", "temporary_ban", T2, False),
     ],
 )
 def test_which_documents_get_owner_lost(
     state: str, reason: str | None, owner_token: str, expected: bool
 ) -> None:
-    assert needs_owner_lost(doc("s", state, "dead", reason, owner_token), token="0002") is expected
+    assert needs_owner_lost(doc("s", state, "dead", reason, owner_token), token=T2) is expected
 
 
 # -- the service ------------------------------------------------------------------------------
@@ -233,6 +237,10 @@ async def run_session(store: SessionStore, node: FakeNode, sid: str, state: str 
     return token
 
 
+TOKEN = "monitor-token"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
 async def wait_http(client: httpx.AsyncClient) -> None:
     async def up() -> bool:
         try:
@@ -278,13 +286,17 @@ async def test_owner_lost_is_written_and_announced_once(settings, nc, db, stack)
     tap = await EventTap(nc, settings).start()
     ports = [free_port(), free_port()]
     # Two replicas race for every owner-lost report: each event must still be stored once.
-    stack.start("health-monitor", health_port=ports[0])
-    stack.start("health-monitor", "health-monitor-2", health_port=ports[1])
+    stack.start("health-monitor", health_port=ports[0], dashboard_token=TOKEN)
+    stack.start("health-monitor", "health-monitor-2", health_port=ports[1], dashboard_token=TOKEN)
     async with (
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}") as http,
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[1]}") as http2,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[0]}", headers=BEARER) as http,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports[1]}", headers=BEARER) as http2,
     ):
         await asyncio.gather(wait_http(http), wait_http(http2))
+        # What names sessions and numbers asks for the token; the probe does not.
+        for path in ("/nodes", "/sessions", f"/sessions/{ghost}"):
+            assert (await http.get(path, headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (await http.get(path, params={"token": TOKEN}, headers={"Authorization": ""})).status_code == 200
         health = (await http.get("/healthz")).json()
         assert health == {"status": "ok", "checks": {"nats": {"ok": True}, "jetstream": {"ok": True}, "mongo": {"ok": True}}}
 
@@ -411,8 +423,11 @@ async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypa
         f"mongodb://127.0.0.1:{free_port()}/?directConnection=true", serverSelectionTimeoutMS=300
     )
     monitor = HealthMonitor(settings, nc, unreachable[settings.mongo_db])
-    app = asgi_app(make_broker(settings, "test"), monitor, settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monitor") as http:
+    with_token = settings.model_copy(update={"dashboard_token": SecretStr(TOKEN)})
+    app = asgi_app(make_broker(settings, "test"), monitor, with_token)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://monitor", headers=BEARER
+    ) as http:
         health = await http.get("/healthz")
         assert health.status_code == 503
         body = health.json()
@@ -424,7 +439,14 @@ async def test_healthz_is_503_when_mongodb_is_unreachable(settings, nc, monkeypa
         assert sessions.status_code == 503 and "MongoDB unavailable" in sessions.json()["error"]
         assert (await http.get("/sessions/alice")).status_code == 503
         assert (await http.get("/nodes")).json() == {"nodes": [], "silent": []}
-        # No WA_DASHBOARD_TOKEN: the dashboard is off, and says how to turn it on.
+    # No WA_DASHBOARD_TOKEN: the dashboard and what names sessions are off, and say how to
+    # turn them on; the probe still answers.
+    app = asgi_app(make_broker(settings, "test"), monitor, settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://monitor") as http:
+        assert (await http.get("/healthz")).status_code == 503
+        for path in ("/nodes", "/sessions", "/sessions/alice"):
+            closed = await http.get(path)
+            assert closed.status_code == 503 and "WA_DASHBOARD_TOKEN" in closed.json()["error"]
         off = await http.get("/")
         assert off.status_code == 503 and "WA_DASHBOARD_TOKEN" in off.json()["detail"]
         assert (await http.get("/ui/stream/overview")).status_code == 503

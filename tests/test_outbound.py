@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from contracts.types import utcnow
+from services.common.bus import encode
 from services.devstack.probes import EventTap, call, call_ok, wait_until
 from services.devstack.scenarios import start_sending_stack
 from services.sending.journal import SendJournal
@@ -211,3 +212,29 @@ async def test_receipts_for_a_dead_owner_reach_the_next_one(stack, nc, tmp_path,
     read = await terminal(tap, "rcpt", "r1", timeout=60)
     assert read["state"] == "read"
     assert states(tap, "rcpt", "r1") == ["queued", "sent", "delivered", "read"]
+
+
+async def test_a_status_event_whose_token_no_claim_produced_changes_no_state(stack, nc, settings) -> None:
+    """On a bus without authentication anyone can publish events; the intake still checks
+    the token a status event carries (a fencing token, compared as numbers, that a claim of
+    the leases bucket produced) before it believes a session is logged out."""
+    tap = await start_sending_stack(stack, nc, settings, ["victim", "marker"])
+    s = settings.subjects
+    connected = await tap.wait_state("victim", "connected")
+    epoch, revision = connected["token"].split(".")
+    forged_tokens = ["zzzz", f"{epoch}.{int(revision) + 10**9:016d}", f"{int(epoch) + 1:014d}.{revision}", "1.2.3"]
+    js = nc.jetstream()
+    for i, token in enumerate(forged_tokens):
+        forged = {"event_id": f"forged-{i}", "session_id": "victim", "at": connected["at"], "state": "logged_out", "token": token}
+        await js.publish(s.event("victim", "status"), encode(forged))
+    # A real logout after them in the stream: once its waiting send fails, the intake has
+    # read past the forged events.
+    slow = {"pacing": {"per_minute": 1, "burst": 1, "min_gap": 0, "jitter": 0}}
+    await call_ok(nc, s.session("marker", "policy"), {"policy": slow})
+    await send(nc, settings, "marker", "first")
+    await send(nc, settings, "marker", "waiting")
+    await call_ok(nc, s.session("marker", "logout"))
+    assert (await terminal(tap, "marker", "waiting"))["error"]["code"] == "session_logged_out"
+
+    await send(nc, settings, "victim", "still-sends")
+    await tap.wait_for("victim", "outbound", lambda e: e["id"] == "still-sends" and e["state"] == "delivered")

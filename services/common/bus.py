@@ -204,5 +204,5 @@ async def request(nc: NatsClient, subject: str, body: Any, timeout: float = 5.0)
     reply = msgspec.json.decode(msg.data, type=Reply)
     if not reply.ok:
         assert reply.error is not None
-        raise ContractError(reply.error.code, reply.error.message)
+        raise ContractError(reply.error.code, reply.error.message, reply.error.retry_after)
     return reply.data

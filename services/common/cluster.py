@@ -14,6 +14,7 @@ the revisions kept here.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,26 @@ def fence_token(epoch_ms: int, revision: int) -> str:
     if the bucket is ever recreated and revisions restart at 1.
     """
     return f"{epoch_ms:014d}.{revision:016d}"
+
+
+Token = tuple[int, int]  # (epoch_ms, revision): compared as numbers
+_TOKEN = re.compile(r"(\d{1,19})\.(\d{1,19})", re.ASCII)
+
+
+def parse_token(text: str) -> Token | None:
+    """A fencing token read from the bus or the database, as numbers; None for anything
+    that is not one. Trap: compared as strings, `"zzzz"` outranked every real token, and a
+    forged status event carrying it made the intake refuse every send of the session."""
+    match = _TOKEN.fullmatch(text)
+    return None if match is None else (int(match[1]), int(match[2]))
+
+
+def token_happened(token: Token, epoch_ms: int, latest_revision: int) -> bool:
+    """Could a claim have produced `token`: of this leases bucket's incarnation or an
+    earlier one, and no newer than its latest revision? A token from the future would
+    outrank every real owner's events from then on."""
+    epoch, revision = token
+    return epoch < epoch_ms or (epoch == epoch_ms and revision <= latest_revision)
 
 
 _node_decoder = msgspec.json.Decoder(NodeLease)
@@ -133,10 +154,25 @@ class ClusterWatcher:
                 if entry is None:  # end of the initial values
                     self.ready.set()
                     continue
-                self._apply(entry.key, entry.operation, entry.value, entry.revision)
+                try:
+                    self._apply(entry.key, entry.operation, entry.value, entry.revision)
+                except msgspec.DecodeError:
+                    # Only the services may write the bucket (NATS permissions); should anything
+                    # else land in it, the view goes on without it instead of stopping.
+                    log.warning("leases bucket entry ignored: not a lease or an ownership", key=entry.key)
         except asyncio.CancelledError:
             await watcher.stop()
             raise
+
+    async def claimed(self, sid: str, token: Token) -> bool:
+        """Did a claim in this bucket produce `token`? The view answers once it has seen the
+        claim; a newer token (an event that outran the watch) is checked against the
+        bucket's latest revision."""
+        entry = self.view.sessions.get(sid)
+        if token_happened(token, self.epoch_ms, entry.revision if entry is not None else 0):
+            return True
+        latest = (await self._js.stream_info(f"KV_{self._bucket_name}")).state.last_seq
+        return token_happened(token, self.epoch_ms, latest)
 
     def learn(self, sid: str, owner: Ownership, revision: int) -> None:
         """This process's own compare-and-set on `own.<sid>` succeeded: the view shows it now

@@ -37,6 +37,26 @@ class Settings(BaseSettings):
     # service processes. The http-gateway's API keys are bound to it.
     tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
+    # -- NATS authentication and TLS: whatever the NATS operator hands out ---------------
+    # At most one of: a user and password (or the password in a file), a token (or in a
+    # file), an nkey seed file, a `.creds` file (user JWT and seed, from nsc). A URL may also
+    # carry `user:password@`. None of them: no authentication (the embedded dev server).
+    nats_user: str | None = None
+    nats_password: SecretStr = SecretStr("")
+    nats_password_file: Path | None = None
+    nats_token: SecretStr = SecretStr("")
+    nats_token_file: Path | None = None
+    nats_nkey_seed_file: Path | None = None
+    nats_creds_file: Path | None = None
+    # TLS to NATS: the CA that signed the servers' certificates, and for mutual TLS this
+    # client's certificate and key. A `tls://` URL turns TLS on with the system's CAs.
+    nats_tls_ca_file: Path | None = None
+    nats_tls_cert_file: Path | None = None
+    nats_tls_key_file: Path | None = None
+    # MongoDB credentials and TLS options go in its URL (`mongodb://user:pass@host/?tls=true`);
+    # the CA of its servers' certificates here.
+    mongo_tls_ca_file: Path | None = None
+
     # -- session-actor node -----------------------------------------------------------
     adapter: Literal["sim", "neonize"] = "sim"
     node_name: str = Field(default_factory=socket.gethostname)
@@ -70,6 +90,10 @@ class Settings(BaseSettings):
     flap_window: float = 300.0
     flap_backoff_floor: float = 120.0
     pairing_timeout: float = 180.0
+    # Pair requests a session may make in any window of this many seconds; more are answered
+    # `rate_limited` with the time to wait (WhatsApp restricts numbers that pair too often).
+    pair_rate_limit: int = Field(default=3, ge=1)
+    pair_rate_window: float = Field(default=120.0, gt=0)
 
     # -- sending: default pacing of every session (each can have its own policy) -------
     pacing_enabled: bool = True
@@ -180,7 +204,20 @@ class Settings(BaseSettings):
     # Simulated recipients read every message this long after delivery (0: never by themselves).
     sim_read_after: float = 0.0
 
-    @field_validator("import_dir", "vault_key_file", mode="before")
+    @field_validator(
+        "import_dir",
+        "vault_key_file",
+        "nats_user",
+        "nats_password_file",
+        "nats_token_file",
+        "nats_nkey_seed_file",
+        "nats_creds_file",
+        "nats_tls_ca_file",
+        "nats_tls_cert_file",
+        "nats_tls_key_file",
+        "mongo_tls_ca_file",
+        mode="before",
+    )
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         return None if value == "" else value  # WA_IMPORT_DIR= must not mean "."
@@ -197,6 +234,18 @@ class Settings(BaseSettings):
             )
         if self.lease_renew_interval >= self.lease_self_stop:
             raise ValueError("lease_renew_interval must be shorter than lease_self_stop")
+        ways = {
+            "nats_user": self.nats_user is not None,
+            "nats_token": bool(self.nats_token.get_secret_value()) or self.nats_token_file is not None,
+            "nats_nkey_seed_file": self.nats_nkey_seed_file is not None,
+            "nats_creds_file": self.nats_creds_file is not None,
+        }
+        if (bool(self.nats_password.get_secret_value()) or self.nats_password_file is not None) and not ways["nats_user"]:
+            raise ValueError("nats_password needs nats_user")
+        if sum(ways.values()) > 1:
+            raise ValueError(f"give one way to authenticate to NATS, not {' and '.join(k for k, v in ways.items() if v)}")
+        if (self.nats_tls_cert_file is None) != (self.nats_tls_key_file is None):
+            raise ValueError("nats_tls_cert_file and nats_tls_key_file go together (a client certificate and its key)")
         return self
 
     @property

@@ -21,11 +21,19 @@ CLOSE_TIMEOUT = 2.0
 Request = TypeVar("Request")
 
 
+def mongo_client(settings: Settings, **options: Any) -> AsyncMongoClient:
+    """A client of the configured MongoDB: credentials and TLS options come in its URL, the
+    CA of its servers from `mongo_tls_ca_file`."""
+    if settings.mongo_tls_ca_file is not None:
+        options.update(tls=True, tlsCAFile=str(settings.mongo_tls_ca_file))
+    return AsyncMongoClient(settings.mongo_url, **options)
+
+
 def connect(settings: Settings, app_name: str) -> tuple[AsyncMongoClient, AsyncDatabase]:
     # Acknowledged must mean durable: replies and acks follow writes. Without journaling a
     # killed server can lose acknowledged writes (seen with the dev server: 200 of 5,000).
-    client: AsyncMongoClient = AsyncMongoClient(
-        settings.mongo_url,
+    client = mongo_client(
+        settings,
         appname=app_name,
         tz_aware=True,
         serverSelectionTimeoutMS=10_000,

@@ -17,12 +17,13 @@ from typing import Any
 import structlog
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream.nats import NatsBroker
-from pymongo import AsyncMongoClient
+from faststream.nats.security import NatsCredentials, NatsNKey, NatsSecurity, NatsToken, NatsUserPassword
 from tenacity import before_sleep_log, retry, stop_after_delay, wait_exponential
 
 from services.common import logs
 from services.common.config import Settings
 from services.common.connection import Reconnections, connect_nats, connection_options
+from services.common.mongo import mongo_client
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +47,7 @@ async def wait_for_servers(settings: Settings, mongo: bool = True) -> None:
     nc = await connect_nats(settings, connect_timeout=2, max_reconnect_attempts=0)
     await nc.close()
     if mongo:
-        client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=2000)
+        client = mongo_client(settings, serverSelectionTimeoutMS=2000)
         try:
             await client.admin.command("ping")
         finally:
@@ -81,16 +82,32 @@ class ServiceBroker(NatsBroker):
             self.config.disconnect()
 
 
+def broker_security(options: dict[str, Any]) -> NatsSecurity | None:
+    """FastStream's form of the credentials and TLS in nats-py `options` (connection.py)."""
+    tls = options.get("tls")
+    if "user" in options:
+        return NatsUserPassword(options["user"], options["password"], ssl_context=tls)
+    if "token" in options:
+        return NatsToken(options["token"], ssl_context=tls)
+    if "nkeys_seed" in options:
+        return NatsNKey.from_file(options["nkeys_seed"], ssl_context=tls)
+    if "user_credentials" in options:
+        return NatsCredentials.from_file(options["user_credentials"], ssl_context=tls)
+    return None if tls is None else NatsSecurity(ssl_context=tls)
+
+
 def make_broker(settings: Settings, service: str, reconnections: Reconnections | None = None) -> NatsBroker:
     options = connection_options(settings)
-    if reconnections is not None:
-        options["reconnected_cb"] = reconnections.happened
     return ServiceBroker(
-        options.pop("servers"),
-        **options,
+        options["servers"],
+        security=broker_security(options),
+        reconnected_cb=None if reconnections is None else reconnections.happened,
         name=service,
         serializer=MsgSpecSerializer(),
-        # Per-message "Received/Processed" lines are debug material.
+        # Per-message "Received/Processed" lines are debug material. Trap: FastStream's own
+        # access logger writes to stdout through a handler of its own, around the redaction
+        # of services/common/logs.py; a logger of ours goes through it.
+        logger=logging.getLogger("faststream.broker"),
         log_level=logging.DEBUG,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

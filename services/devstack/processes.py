@@ -188,14 +188,21 @@ class MakeRun:
     uses the servers of `settings`.
     """
 
-    def __init__(self, settings: Settings, log_path: Path, embedded: dict[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        embedded: dict[str, int] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.embedded = embedded  # e.g. {"nats_port": ..., "mongo_port": ...}
+        self.extra_env = dict(extra_env or {})  # e.g. {"WA_TENANTS": "acme"}
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = settings_env(self.settings)
+        env = {**settings_env(self.settings), **self.extra_env}
         if self.embedded is not None:
             del env["WA_NATS_URL"], env["WA_MONGO_URL"]
             env.update({f"WA_DEV_{name.upper()}": str(value) for name, value in self.embedded.items()})

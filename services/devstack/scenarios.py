@@ -42,17 +42,19 @@ async def fresh_system(
     log_dir: Path,
     nodes: int = 1,
     nats_servers: int = 1,
+    nats_config: str = "",
     code_root: Path = REPO_ROOT,
     **overrides: Any,
 ) -> AsyncIterator[RunningSystem]:
     """Embedded servers in a temp dir and every service, service logs under `log_dir/name`;
     everything is torn down afterwards. With `nats_servers` > 1, NATS is a loopback cluster
-    and every stream and bucket has min(3, nats_servers) replicas. `code_root` is the
-    checkout whose services run (this one by default)."""
+    and every stream and bucket has min(3, nats_servers) replicas; `nats_config` is added to a
+    single server's config. `code_root` is the checkout whose services run (this one by
+    default)."""
     with tempfile.TemporaryDirectory(prefix=f"wa-bench-{name}-") as tmp:
         work = Path(tmp)
         cluster = start_nats_cluster(work / "nats", nats_servers) if nats_servers > 1 else None
-        nats_servers_run = cluster.members if cluster is not None else [start_nats(work / "nats", free_port())]
+        nats_servers_run = cluster.members if cluster is not None else [start_nats(work / "nats", free_port(), nats_config)]
         mongo_server = start_mongo(work / "mongo", free_port())
         values: dict[str, Any] = {
             "nats_url": ",".join(server.url for server in nats_servers_run),

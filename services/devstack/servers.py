@@ -119,13 +119,17 @@ ping_max: 2
 """
 
 
-def start_nats(data_dir: Path, port: int = 4222) -> EmbeddedServer:
+def start_nats(data_dir: Path, port: int = 4222, extra_config: str = "", scheme: str = "nats") -> EmbeddedServer:
+    """One nats-server; `extra_config` is added to its config (accounts, TLS), `scheme` is
+    its URL's (`tls` when the config requires TLS)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "nats-server.conf"
-    config.write_text(NATS_CONFIG.format(port=port, store=data_dir))
+    config.touch(mode=0o600)  # it may hold passwords
+    config.write_text(NATS_CONFIG.format(port=port, store=data_dir) + extra_config)
     argv = [nats_server_binary(), "-c", str(config)]
     log_path = data_dir / "nats-server.log"
-    server = EmbeddedServer("nats", f"nats://127.0.0.1:{port}", port, _spawn("nats", argv, log_path), log_path, argv)
+    url = f"{scheme}://127.0.0.1:{port}"
+    server = EmbeddedServer("nats", url, port, _spawn("nats", argv, log_path), log_path, argv)
     server.wait_ready()
     return server
 
@@ -228,8 +232,9 @@ def start_nats_cluster(data_dir: Path, size: int = 3, ports: list[int] | None = 
     return cluster
 
 
-def start_mongo(data_dir: Path, port: int = 27017) -> EmbeddedServer:
-    """SecantusDB, a MongoDB-wire-compatible server (dev and tests only; production uses MongoDB)."""
+def start_mongo(data_dir: Path, port: int = 27017, tls: tuple[Path, Path] | None = None) -> EmbeddedServer:
+    """SecantusDB, a MongoDB-wire-compatible server (dev and tests only; production uses MongoDB);
+    with `tls` (certificate and key files) it accepts TLS connections only."""
     data_dir.mkdir(parents=True, exist_ok=True)
     storage = data_dir / "wiredtiger"
     argv = [
@@ -237,8 +242,10 @@ def start_mongo(data_dir: Path, port: int = 27017) -> EmbeddedServer:
         "--host", "127.0.0.1", "--port", str(port),
         "--storage-path", str(storage), "--log-level", "WARNING",
     ]  # fmt: skip
+    if tls is not None:
+        argv += ["--tls-cert-file", str(tls[0]), "--tls-key-file", str(tls[1])]
     log_path = data_dir / "secantus.log"
-    url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    url = f"mongodb://127.0.0.1:{port}/?directConnection=true" + ("&tls=true" if tls is not None else "")
     server = EmbeddedServer("mongo", url, port, _spawn("mongo", argv, log_path), log_path, argv)
     server.wait_ready(timeout=60.0)
     return server

@@ -6,6 +6,11 @@
     GET /sessions/<sid>    SessionHealth, or 404 {"error": ...}
     GET /metrics           Prometheus metrics (the official client's exposition)
 
+/nodes and /sessions name sessions and phone numbers: they ask for the dashboard's token
+(`Authorization: Bearer <token>`, the dashboard's cookie, or `?token=`), 401 without it, 503
+while no token is configured. /healthz and /metrics stay open for probes and scrapers
+(/metrics names no session unless WA_METRICS_PER_SESSION is on).
+
 Errors are `{"error": message}`; unknown paths are FastAPI's JSON 404.
 """
 
@@ -23,6 +28,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 from pymongo.errors import PyMongoError
 
+from services.health_monitor.auth import Gate
 from services.health_monitor.board import STATES
 from services.health_monitor.monitor import HealthMonitor
 from services.health_monitor.view import SessionHealth
@@ -62,8 +68,16 @@ async def session_rows(monitor: HealthMonitor, state: str | None = None, node: s
     return monitor.view.sessions(docs, state=state, node=node)
 
 
-def router(monitor: HealthMonitor) -> APIRouter:
+def router(monitor: HealthMonitor, gate: Gate) -> APIRouter:
     api = APIRouter()
+
+    def refused(request: Request) -> Response | None:
+        """Why a request for what names sessions is refused, if it is."""
+        if not gate.enabled:
+            return error(503, "/nodes and /sessions are off: set WA_DASHBOARD_TOKEN to turn them on")
+        if gate.allows(request) or gate.accepts_token(request.query_params.get("token")):
+            return None
+        return error(401, "send the dashboard token: Authorization: Bearer <token>")
 
     @api.api_route("/healthz", methods=_GET)
     async def healthz() -> Response:
@@ -72,14 +86,18 @@ def router(monitor: HealthMonitor) -> APIRouter:
         return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
     @api.api_route("/nodes", methods=_GET)
-    async def nodes() -> Response:
+    async def nodes(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         now = time.monotonic()
         return json_response({"nodes": monitor.view.nodes(now), "silent": monitor.view.silent_nodes(now)})
 
     @api.api_route("/sessions", methods=_GET)
     async def sessions(
-        state: Annotated[str | None, Query()] = None, node: Annotated[str | None, Query()] = None
+        request: Request, state: Annotated[str | None, Query()] = None, node: Annotated[str | None, Query()] = None
     ) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         if state is not None and state not in STATES:
             return error(400, f"state: expected one of {', '.join(sorted(STATES))}, got {state!r}")
         try:
@@ -88,7 +106,9 @@ def router(monitor: HealthMonitor) -> APIRouter:
             return error(503, str(exc))
 
     @api.api_route("/sessions/{sid}", methods=_GET)
-    async def one_session(sid: str) -> Response:
+    async def one_session(request: Request, sid: str) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         try:
             with mongo_read():
                 doc = await monitor.store.get(sid)

@@ -5,8 +5,9 @@ into the login form, and gets a cookie (HttpOnly, SameSite=Strict, so other site
 post actions with it); a script sends `Authorization: Bearer <token>`. The cookie holds an
 HMAC of the token, not the token. Without a configured token the dashboard is off.
 
-The probes and the scrape endpoints (/healthz, /nodes, /sessions, /metrics) stay open, as
-before: Kubernetes and Prometheus call them from inside the cluster.
+The JSON endpoints that name sessions and phone numbers (/nodes, /sessions) ask for the
+same token (api.py); the probe and the scrape endpoints (/healthz, /metrics) stay open:
+Kubernetes and Prometheus call them from inside the cluster.
 """
 
 from __future__ import annotations

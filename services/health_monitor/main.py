@@ -75,8 +75,9 @@ def asgi_app(broker: NatsBroker, monitor: HealthMonitor, settings: Settings) -> 
             await monitor.stop()
 
     app = FastAPI(lifespan=lifespan, openapi_url=None)  # api.py documents the endpoints
-    app.include_router(api.router(monitor))
-    app.include_router(dashboard.router(monitor, Gate(settings.dashboard_token)))
+    gate = Gate(settings.dashboard_token)
+    app.include_router(api.router(monitor, gate))
+    app.include_router(dashboard.router(monitor, gate))
     app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
     return app
 

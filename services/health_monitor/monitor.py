@@ -33,7 +33,7 @@ from contracts.internal import NodeHeartbeat
 from contracts.types import LIVE_STATES, utcnow
 from services.common.alerts import owner_lost_alert
 from services.common.bus import EventPublisher
-from services.common.cluster import ClusterWatcher, fence_token
+from services.common.cluster import ClusterWatcher, fence_token, parse_token
 from services.common.config import Settings
 from services.common.sessions import OWNER_LOST, SessionStore
 from services.common.tasks import cancel_and_wait, wait_event
@@ -61,7 +61,7 @@ _DOC_FIELDS = {"state": 1, "reason": 1, "owner_token": 1}
 
 def needs_owner_lost(doc: dict[str, Any], token: str) -> bool:
     """Should the session document be rewritten as owner_lost on behalf of `token`'s owner?"""
-    if doc.get("owner_token", "") > token:
+    if (parse_token(doc.get("owner_token", "")) or (0, 0)) > (parse_token(token) or (0, 0)):
         return False  # a newer owner holds it; the fenced write would be refused anyway
     if doc["state"] not in CONNECTION_STATES:
         return False
@@ -131,6 +131,8 @@ class HealthMonitor:
         self.view.heartbeat(beat, time.monotonic())
 
     async def on_status(self, event: StatusEvent) -> None:
+        if event.token is not None and parse_token(event.token) is None:
+            return  # no owner reported it (see outbound_queue follow_states)
         self.view.status(event)
         self.changes.touch()
 

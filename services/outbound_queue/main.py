@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+import structlog
 from faststream import FastStream
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
@@ -25,7 +26,7 @@ from contracts.sessions import Empty
 from services.common import logs
 from services.common.api import Path, request_router, strict
 from services.common.bus import ensure_topology
-from services.common.cluster import ClusterWatcher
+from services.common.cluster import ClusterWatcher, Token, parse_token
 from services.common.config import Settings
 from services.common.metrics import sample_every, serve_metrics
 from services.common.runtime import exit_with_supervisor, make_broker, wait_for_servers
@@ -36,6 +37,8 @@ from services.outbound_queue.metrics import QueueGauges
 from services.outbound_queue.upkeep import FAILED_FOR, Upkeep
 from services.sending.journal import SendJournal
 from services.sending.ledger import Ledger
+
+log = structlog.get_logger(__name__)
 
 QUEUE = "outbound-queue"
 WORKERS = 256
@@ -49,20 +52,36 @@ class _Status(msgspec.Struct):
 
 
 async def follow_states(
-    js: JetStreamContext, settings: Settings, states: dict[str, str], upkeep: Upkeep, tasks: TaskSet
+    js: JetStreamContext,
+    settings: Settings,
+    states: dict[str, str],
+    upkeep: Upkeep,
+    tasks: TaskSet,
+    cluster: ClusterWatcher,
 ) -> None:
     """Keep the latest state of every session (last status event per session first), and fail
-    the waiting sends of sessions that are logged out or deleted."""
+    the waiting sends of sessions that are logged out or deleted.
+
+    Only the services may publish events (NATS permissions, see contracts/permissions.py);
+    what an event says is still checked: its token must be one a claim produced."""
     decoder = msgspec.json.Decoder(_Status)
-    tokens: dict[str, str] = {}
+    tokens: dict[str, Token] = {}
 
     async def on_status(msg: Any) -> None:
-        status = decoder.decode(msg.data)
+        try:
+            status = decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            log.warning("status event ignored: not one", subject=msg.subject)
+            return
         if status.token is not None:
-            # Fencing applies to events too: a late event of an older owner says nothing now.
-            if status.token < tokens.get(status.session_id, ""):
+            token = parse_token(status.token)
+            if token is None or not await cluster.claimed(status.session_id, token):
+                log.warning("status event ignored: its token is no owner's", session=status.session_id)
                 return
-            tokens[status.session_id] = status.token
+            # Fencing applies to events too: a late event of an older owner says nothing now.
+            if token < tokens.get(status.session_id, (0, 0)):
+                return
+            tokens[status.session_id] = token
         if status.state == "deleted":
             states.pop(status.session_id, None)
         else:
@@ -118,7 +137,7 @@ async def serve(settings: Settings) -> None:
     intake = Intake(settings, js, ledger, cluster.view, states, max_payload=broker.connection.max_payload)
     upkeep = Upkeep(js, settings.subjects, ledger)
     tasks = TaskSet()
-    await follow_states(js, settings, states, upkeep, tasks)
+    await follow_states(js, settings, states, upkeep, tasks, cluster)
     await upkeep.start()
     serve_metrics(settings, "outbound-queue")
     gauges = QueueGauges(js, settings.subjects, settings.metrics_per_session)

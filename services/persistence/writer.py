@@ -147,7 +147,7 @@ def outbound_update(events: Sequence[OutboundEvent]) -> list[dict[str, Any]]:
     for event in events:
         step = _fields(event, "session_id", "id", "to")
         if event.error is not None:
-            step["error"] = msgspec.structs.asdict(event.error)
+            step["error"] = msgspec.to_builtins(event.error)  # without the fields left out
         steps.setdefault(event.event_id, step)
     best = max(events, key=lambda event: outbound_rank(event.state))  # the first of equal rank
     best_error = steps[best.event_id].get("error")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts.envelope import ContractError, conflict, decode, unavailable
+from contracts.envelope import ContractError, conflict, decode, rate_limited, unavailable
 from contracts.events import StatusEvent
 from contracts.queue import SendPolicy
 from contracts.sessions import MarkedRead, MarkRead, PairByCode, PairRequest, PairStarted
@@ -51,6 +52,7 @@ from services.session_actor.commands import MOVING, Unlisten
 from services.session_actor.host import ActorHost
 from services.session_actor.inbound import InboundPipeline
 from services.session_actor.outbound import SendExecutor
+from services.session_actor.pair_limit import PairWindow
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +116,7 @@ class SessionActor:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._snapshot_timer: asyncio.TimerHandle | None = None
         self._pair_code: asyncio.Future[str] | None = None
+        self._pair_window = PairWindow(host.pair_limit)
         self._unlisten: Unlisten | None = None
         self._leaving = False  # a stop is requested: new commands are answered MOVING at once
         self._stopping = False
@@ -430,6 +433,9 @@ class SessionActor:
         phone = request.phone if isinstance(request, PairByCode) else None
         if self.machine.phase == "pairing" and phone is None:
             return PairStarted(state="pairing")
+        wait = self._pair_window.admit(time.monotonic())
+        if wait:
+            raise rate_limited(f"too many pair requests for this session; retry in {math.ceil(wait)} s", wait)
         await self._apply(self.machine.handle(m.PairRequested(time.monotonic(), phone)))
         if phone is None:
             return PairStarted(state="pairing")

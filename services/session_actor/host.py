@@ -8,7 +8,7 @@ protocols name exactly the calls an actor makes of each collaborator.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from services.session_actor.commands import CommandHandler, Unlisten
 from services.session_actor.inbound import InboundKit
 from services.session_actor.machine import ReconnectPolicy
 from services.session_actor.outbound import SendingKit
+from services.session_actor.pair_limit import PairLimit
 
 
 class SessionRecords(Protocol):
@@ -95,3 +96,4 @@ class ActorHost:
     reconnect_policy: ReconnectPolicy
     sending: SendingKit
     inbound: InboundKit
+    pair_limit: PairLimit = field(default_factory=PairLimit)

@@ -44,6 +44,7 @@ from services.session_actor.lease_keeper import LeaseKeeper
 from services.session_actor.machine import ReconnectPolicy
 from services.session_actor.outbound import SendingKit
 from services.session_actor.ownership import SessionOwnership
+from services.session_actor.pair_limit import PairLimit
 from services.session_actor.store_files import StoreFiles
 
 log = structlog.get_logger(__name__)
@@ -203,6 +204,7 @@ class Node:
             reconnect_policy=self._reconnect_policy,
             sending=self._sending,
             inbound=self._inbound,
+            pair_limit=PairLimit(self._settings.pair_rate_limit, self._settings.pair_rate_window),
         )
 
     def _make_actor(self, sid: str, revision: int) -> SessionActor:

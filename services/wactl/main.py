@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from services.common.config import Settings
+from services.devstack.tenants import tenant_db, tenant_folder, tenant_url_file
 from services.wactl import (
     api_keys,
     credentials,
@@ -64,6 +65,10 @@ def main(
         str | None, typer.Option(help="simulator prefix (default: WA_SIM_PREFIX, or wasim)")
     ] = None,
     timeout: Annotated[float, typer.Option(min=0.1, help="seconds to wait for a reply")] = 10.0,
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="act as this tenant of the dev stack (WA_TENANTS): its URL from <data dir>/tenants/<tenant>.url"),
+    ] = None,
 ) -> None:
     try:
         settings = Settings(**given(nats_url=nats_url, prefix=prefix, sim_prefix=sim_prefix))
@@ -72,4 +77,16 @@ def main(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         fail(f"invalid configuration: {problems}", 2)
-    ctx.obj = Options(settings, timeout)
+    ctx.obj = Options(settings if tenant is None else as_tenant(settings, tenant), timeout)
+
+
+def as_tenant(settings: Settings, tenant: str) -> Settings:
+    """The settings of a tenant's client: its URL (user and password in it), its database
+    and data folder (for the admin commands that read them)."""
+    url_file = tenant_url_file(settings.data_dir, tenant)
+    try:
+        url = url_file.read_text().strip()
+    except OSError:
+        fail(f"no tenant {tenant!r}: {url_file} is missing (start the dev stack with WA_TENANTS)", 2)
+    update = {"nats_url": url, "mongo_db": tenant_db(tenant), "data_dir": tenant_folder(settings.data_dir, tenant)}
+    return settings.model_copy(update=update)
