@@ -157,9 +157,10 @@ def stack(settings: Settings, tmp_path: Path, request: pytest.FixtureRequest) ->
     """Service processes started exactly as `make run` starts them; logs shown on failure."""
     running = Stack(settings, tmp_path / "logs")
     yield running
-    failed = getattr(request.node, "rep_call", None)
+    # A fixture that failed (a pairing of the ownership tests' setup) shows them too.
+    reports = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
     running.stop_all()
-    if (failed is not None and failed.failed) or os.environ.get("WA_TEST_SHOW_LOGS"):
+    if any(r is not None and r.failed for r in reports) or os.environ.get("WA_TEST_SHOW_LOGS"):
         print(running.logs())
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats.errors
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -100,8 +101,12 @@ class FakeJetStream:
 
     def __init__(self) -> None:
         self.published: list[Published] = []
+        self.failing = 0  # the next publishes that fail, as during a leader election
 
     async def publish(self, subject: str, payload: bytes = b"", **_: Any) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise nats.errors.TimeoutError
         self.published.append(Published(subject, msgspec.json.decode(payload)))
 
     def outbound_states(self, send_id: str) -> list[str]:

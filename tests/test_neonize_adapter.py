@@ -303,8 +303,14 @@ async def test_snapshots_stay_consistent_while_go_writes(
     client = factory.create("busy", store, Recorder(), time.monotonic)
     batches, per_batch = 150, 20
 
+    snapshot_taken = asyncio.Event()
+
     async def go_writes() -> None:
         for batch in range(batches):
+            if batch % 10 == 9:
+                # Some snapshots certainly fall amid the writes, however fast either side runs.
+                snapshot_taken.clear()
+                await snapshot_taken.wait()
             entries = pb.ContactEntryArray(
                 ContactEntry=[
                     pb.ContactEntry(
@@ -339,6 +345,7 @@ async def test_snapshots_stay_consistent_while_go_writes(
     counts: list[int] = []
     while not writing.done():
         snapshot = await client.snapshot()
+        snapshot_taken.set()
         check_store(snapshot, DEVICE_TABLE)  # integrity ok and the device row is there
         counts.append(contacts(snapshot))
     await writing

@@ -273,3 +273,21 @@ async def test_an_idle_queue_is_polled_seldom_and_again_at_once_when_the_connect
     await r.kit.reconnections.happened()
     await r.settled("after-reconnect")
     assert len(r.queue.fetches) > polls  # asked again at once, not after IDLE_FETCH_WAIT
+
+
+async def test_a_send_step_that_fails_on_our_side_is_tried_again_and_the_queue_goes_on(
+    rig: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (`python -m bench cluster` and its test): a `sent` event that could not be
+    published during a leader election killed the session's executor; the send stayed without
+    a terminal state and every later send of the session waited until its actor restarted."""
+    monkeypatch.setattr(outbound, "STEP_RETRY", 0.05)
+    r = rig()
+    await r.accept("e1")
+    r.js.failing = 1  # the first publish from here: e1's `sent` event
+    await r.accept("e2")
+    r.executor.start()
+    await r.settled("e1", "e2")
+    await wait_until(lambda: r.js.outbound_states("e1") == ["sent"], what="e1's sent event, told again")
+    assert [s.ref for s in r.client.sent] == ["e1", "e2"]  # sent once each, in order
+    assert r.js.outbound_states("e2") == ["sent"]

@@ -230,7 +230,11 @@ class SessionActor:
         elif isinstance(item, InboundMessage):
             self.inbound.add(item)
         elif isinstance(item, Receipt):
-            await self.sender.receipt(item)
+            try:
+                await self.sender.receipt(item)
+            except Exception as exc:  # an event that could not be published: left un-acked
+                self.log.warning("receipt not recorded; WhatsApp delivers it again", error=repr(exc))
+                return
             if item.ack is not None:
                 await item.ack()
         elif isinstance(item, StoreChanged):

@@ -64,6 +64,9 @@ FETCH_WAIT = 5.0
 IDLE_FETCH_WAIT = 60.0
 # A send that failed because the connection dropped waits for the reconnect, then this.
 NOT_CONNECTED_RETRY = 1.0
+# A send step that failed on our side (NATS or JetStream away for a moment) is tried again
+# after this; so is fetching the next send.
+STEP_RETRY = 1.0
 RECENT_SENDS = 10_000
 
 _queued = msgspec.json.Decoder(QueuedSend)
@@ -158,10 +161,14 @@ class SendExecutor:
                 except TimeoutError:
                     idle = True
                     continue
+                except Exception as exc:  # NATS reconnecting, a JetStream error: ask again soon
+                    log.warning("fetching the next send failed; asking again", session=self._sid, error=repr(exc))
+                    await asyncio.sleep(STEP_RETRY)
+                    continue
                 idle = False
                 for msg in msgs:
                     self._current = msg
-                    await self._deliver(msg, _queued.decode(msg.data))
+                    await self._deliver_or_hand_back(msg)
                     self._current = None
         finally:
             with contextlib.suppress(Exception):
@@ -182,6 +189,28 @@ class SendExecutor:
         if fetching.cancelled():
             raise TimeoutError("the connection came back: poll again")
         return fetching.result()
+
+    async def _deliver_or_hand_back(self, msg: Any) -> None:
+        """Deliver; a step that failed hands the send back to be tried again.
+
+        A JetStream write can fail for a moment (a leader election on a NATS cluster): the
+        executor must outlive it. The send comes back after STEP_RETRY and its journal record
+        says how far the first try got, so the retry repeats what was recorded, fails `ambiguous`
+        what may have left, and never sends twice. (An executor that died here left its
+        session sending nothing until its actor restarted.)
+        """
+        try:
+            item = _queued.decode(msg.data)
+        except msgspec.DecodeError as exc:
+            log.error("undecodable queued send terminated", session=self._sid, error=str(exc))
+            await msg.term()
+            return
+        try:
+            await self._deliver(msg, item)
+        except Exception as exc:
+            log.warning("a send step failed; the send is tried again", session=self._sid, id=item.id, error=repr(exc))
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=STEP_RETRY)
 
     async def _deliver(self, msg: Any, item: QueuedSend) -> None:
         if await self._expired(item):
