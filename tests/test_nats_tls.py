@@ -82,8 +82,11 @@ async def test_clients_without_a_certificate_of_the_ca_are_refused(tls_servers, 
     for url, tls in ((plain, None), (server.url, trusting), (server.url, with_foreign_cert)):
         with pytest.raises(Exception):  # noqa: B017 - refused during the handshake, in several ways
             await nats.connect(url, tls=tls, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=3)
-    # MongoDB: without the CA the server's certificate is not trusted; with it, it is.
-    for ca_file, trusted in ((None, False), (ca.cert, True)):
+    # MongoDB: with the CA the server's certificate is trusted; without it, it is not.
+    # Trap: the trusted client goes first. The dev server handshakes on its one accept thread
+    # with no timeout, and a refused PyMongo client can leave a connected socket that never
+    # says hello when closed: every later handshake then waits forever.
+    for ca_file, trusted in ((ca.cert, True), (None, False)):
         settings = Settings(mongo_url=mongo_server.url, mongo_tls_ca_file=ca_file)
         # Room for a slow handshake on a busy host where it must succeed.
         client = mongo_client(settings, serverSelectionTimeoutMS=10_000 if trusted else 2000)
