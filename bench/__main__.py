@@ -115,6 +115,14 @@ def cpu(
 
 
 @app.command()
+def scale(sessions: int = 10_000, idle: float = 60.0, concurrency: int = 64) -> None:
+    """Many sessions on one node: pairing, idle CPU and memory, that node's crash (issue #15)."""
+    from bench import scale as bench_scale
+
+    asyncio.run(bench_scale.run(sessions, idle, concurrency))
+
+
+@app.command()
 def fuzz(per_subject: int = 2000, seed: int = 0) -> None:
     """Every public request subject fuzzed with generated bodies and hostile subjects (issue #16)."""
     from bench import fuzz as bench_fuzz
@@ -135,6 +143,8 @@ def run_all() -> None:
     vault()
     neonize_idle()
     cluster()
+    cpu(baseline=None)  # a typer.Option default is not None when called from Python
+    scale()
     fuzz()
 
 
