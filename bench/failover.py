@@ -53,7 +53,7 @@ from pymongo import AsyncMongoClient
 from bench.proc_cpu import busy_seconds, cpu_seconds, servers_of
 from bench.results import RESULTS, SERVICE_LOGS, Report, host_speed_ms, percentiles
 from services.common.cluster import NODE, OWN
-from services.devstack.probes import call, call_ok
+from services.devstack.probes import all_sessions, call, call_ok
 from services.devstack.scenarios import RunningSystem, fresh_system
 
 # Issue #3 targets, seconds (p99 unless said otherwise).
@@ -360,7 +360,7 @@ class Ctx:
         return self.bench.settings.subjects
 
     async def sessions(self) -> list[dict[str, Any]]:
-        return (await call_ok(self.bench.nc, self.s.session_list, {}, timeout=20))["sessions"]
+        return await all_sessions(self.bench.nc, self.s.session_list, timeout=20)
 
     async def sim_stats(self) -> dict[str, Any]:
         return await call_ok(self.bench.nc, self.s.sim_stats, {"refs": False}, timeout=20)

@@ -24,7 +24,7 @@ from typing import Any
 from bench.cpu import idle_run
 from bench.failover import poll, proc_of
 from bench.results import SERVICE_LOGS, Report, host_speed_ms
-from services.devstack.probes import call_ok
+from services.devstack.probes import all_sessions
 from services.devstack.scenarios import RunningSystem, fresh_system, pair_many
 
 SETTLE = 30.0  # after pairing, until the status writes and the database have caught up
@@ -33,7 +33,7 @@ RECOVERY_TIMEOUT = 600.0
 
 async def spread(system: RunningSystem, sids: set[str]) -> Counter[str]:
     """Connected sessions per node process."""
-    listed = (await call_ok(system.nc, system.settings.subjects.session_list, {}, timeout=60))["sessions"]
+    listed = await all_sessions(system.nc, system.settings.subjects.session_list, timeout=60)
     return Counter(proc_of(s["node"]) or "-" for s in listed if s["session_id"] in sids and s["state"] == "connected")
 
 
@@ -44,7 +44,8 @@ async def timed(check: Any, timeout: float) -> float | None:
 
 async def run(sessions: int = 10_000, idle: float = 60.0, concurrency: int = 64) -> Report:
     report = Report("scale")
-    async with fresh_system("scale", SERVICE_LOGS, pacing_enabled=False) as system:
+    # A node hosts up to `node_capacity` sessions (1,000 by default): room for all of them.
+    async with fresh_system("scale", SERVICE_LOGS, pacing_enabled=False, node_capacity=sessions) as system:
         sids = [f"s{i:05d}" for i in range(sessions)]
         wanted = set(sids)
         t0 = time.monotonic()

@@ -23,6 +23,7 @@ from contracts.sessions import (
     SessionCreate,
     SessionDeleted,
     SessionList,
+    SessionListRequest,
 )
 from contracts.webhooks import Webhook, WebhookAlert, WebhookCreate, WebhookDeleted, WebhookList
 
@@ -30,7 +31,7 @@ from contracts.webhooks import Webhook, WebhookAlert, WebhookCreate, WebhookDele
 # reply is either the `Ok` named here or `Err`.
 MESSAGES: dict[str, tuple[Any, Any]] = {
     "wa.session.create": (SessionCreate, Ok[Session]),
-    "wa.session.list": (dict, Ok[SessionList]),
+    "wa.session.list": (SessionListRequest, Ok[SessionList]),
     "wa.session.<sid>.get": (dict, Ok[Session]),
     "wa.session.<sid>.pair": (PairRequest, Ok[PairStarted]),
     "wa.session.<sid>.logout": (dict, Ok[Session]),

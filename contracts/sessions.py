@@ -10,6 +10,7 @@ import msgspec
 from contracts.types import Label, MessageId, Phone, Recipient, SessionId, SessionState
 
 MAX_READ_IDS = 1000
+MAX_LIST_PAGE = 5000
 
 
 class SessionCreate(msgspec.Struct):
@@ -43,8 +44,20 @@ class Session(msgspec.Struct, omit_defaults=True):
     node: str | None = None
 
 
-class SessionList(msgspec.Struct):
+class SessionListRequest(msgspec.Struct, omit_defaults=True):
+    """`<prefix>.session.list`, in pages (addition to v1; `{}` asks for the first page).
+
+    Sessions come in id order. A reply holds at most `limit` sessions and never more than
+    fit in one NATS message (the server's `max_payload`, 1 MB by default: about 5,000
+    sessions); ask again with `after` set to the reply's `next` for the rest."""
+
+    after: SessionId | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_PAGE)] | None = None
+
+
+class SessionList(msgspec.Struct, omit_defaults=True):
     sessions: list[Session]
+    next: str | None = None  # the `after` of the next page; absent on the last one
 
 
 class PairStarted(msgspec.Struct, omit_defaults=True):

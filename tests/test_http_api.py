@@ -73,6 +73,12 @@ async def test_a_session_is_paired_and_a_message_sent_over_http_with_every_event
     assert created.status_code == 201 and created.json()["state"] == "created"
     again = await api.post("/v1/sessions", json={"session_id": SID})
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
+    assert (await api.post("/v1/sessions", json={"session_id": "zz-last"})).status_code == 201
+    page = (await api.get("/v1/sessions", params={"limit": 1})).json()
+    assert [x["session_id"] for x in page["sessions"]] == [SID] and page["next"] == SID
+    rest = (await api.get("/v1/sessions", params={"after": page["next"]})).json()
+    assert [x["session_id"] for x in rest["sessions"]] == ["zz-last"] and "next" not in rest
+    assert (await api.get("/v1/sessions", params={"limit": 0})).json()["error"]["code"] == "invalid_request"
     started = await api.post(f"/v1/sessions/{SID}/pair")
     assert started.status_code == 200 and started.json()["state"] == "pairing", started.text
     pairing = await until(api, f"/v1/sessions/{SID}/qr", lambda p: "qr" in p)

@@ -55,8 +55,13 @@ class SessionStore:
     async def get(self, sid: str) -> dict[str, Any] | None:
         return await self._reads.get(sid)
 
-    async def list(self) -> list[dict[str, Any]]:
-        return await self.collection.find({"deleting": {"$ne": True}}).sort("_id", ASCENDING).to_list(None)
+    async def list(self, after: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Sessions in id order: all of them, or up to `limit` of those whose id sorts after `after`."""
+        query: dict[str, Any] = {"deleting": {"$ne": True}}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        found = self.collection.find(query).sort("_id", ASCENDING)
+        return await (found.limit(limit) if limit else found).to_list(None)
 
     async def fence(self, sid: str, token: str) -> None:
         """A new owner raises the token first, so older owners' writes are refused from now on."""

@@ -53,6 +53,17 @@ async def call_ok(nc: NatsClient, subject: str, body: Any = None, timeout: float
     return reply.data
 
 
+async def all_sessions(nc: NatsClient, subject: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Every session of `<prefix>.session.list` (`subject`), page after page."""
+    sessions: list[dict[str, Any]] = []
+    page: dict[str, Any] = {}
+    while True:
+        page = await call_ok(nc, subject, {"after": page["next"]} if "next" in page else {}, timeout)
+        sessions += page["sessions"]
+        if "next" not in page:
+            return sessions
+
+
 class EventTap:
     """Collects every event of a deployment from the start of its events stream."""
 

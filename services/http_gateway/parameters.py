@@ -1,5 +1,6 @@
-"""Path and query parameters FastAPI refused (a session id that is no subject token, a
-limit that is no number), said the way the contract says what it refuses: plain code."""
+"""Query parameters as the contract's request bodies, and path and query parameters FastAPI
+refused (a session id that is no subject token, a limit that is no number), said the way
+the contract says what it refuses: plain code."""
 
 from __future__ import annotations
 
@@ -20,3 +21,8 @@ def refusal(errors: Sequence[Any]) -> str:
     if expected is None:
         return f"{name}: {error.get('msg', 'invalid')}"
     return f"{name}: expected {expected}, got {error.get('input')!r}"
+
+
+def page_query(**given: Any) -> dict[str, Any]:
+    """The request body of a page: the parameters that were given."""
+    return {name: value for name, value in given.items() if value is not None}

@@ -4,7 +4,7 @@ inbound messages from the media bucket."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from nats.aio.client import Client as NatsClient
@@ -17,14 +17,11 @@ from contracts.sending import SendAccepted, SendText
 from contracts.subjects import Subjects
 from services.http_gateway.bridge import ApiError, Bridge, json_object
 from services.http_gateway.openapi import Schemas
+from services.http_gateway.parameters import page_query
 from services.http_gateway.routes_sessions import Sid
 
 Before = Annotated[str | None, Query(description="the `next` of the page before: older items")]
 Limit = Annotated[int | None, Query(description="items per page (1-200, default 50)")]
-
-
-def page_query(**given: Any) -> dict[str, Any]:
-    return {name: value for name, value in given.items() if value is not None}
 
 
 def router(bridge: Bridge, nc: NatsClient | None, subjects: Subjects, schemas: Schemas) -> APIRouter:

@@ -7,12 +7,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from contracts.events import StatusEvent
 from contracts.sessions import (
+    MAX_LIST_PAGE,
     MarkedRead,
     MarkRead,
     PairRequest,
@@ -27,6 +28,7 @@ from contracts.types import PATTERN_HINTS, SESSION_ID_PATTERN
 from services.http_gateway import qr
 from services.http_gateway.bridge import ApiError, Bridge, json_object
 from services.http_gateway.openapi import Schemas
+from services.http_gateway.parameters import page_query
 
 Sid = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description=PATTERN_HINTS[SESSION_ID_PATTERN])]
 _status = msgspec.json.Decoder(StatusEvent)
@@ -57,10 +59,13 @@ def router(bridge: Bridge, nc: NatsClient | None, subjects: Subjects, schemas: S
         """Create a session (`wa.session.create`); pair it next."""
         return await bridge.call(subjects.session_create, json_object(await request.body()), 201)
 
-    @api.get("", responses=schemas.answers(200, SessionList))
-    async def list_sessions() -> Response:
-        """Every session (`wa.session.list`)."""
-        return await bridge.call(subjects.session_list, {})
+    @api.get("", responses=schemas.answers(200, SessionList, 422))
+    async def list_sessions(
+        after: Annotated[str | None, Query(description="the `next` of the page before")] = None,
+        limit: Annotated[int | None, Query(description=f"sessions per page (1-{MAX_LIST_PAGE})")] = None,
+    ) -> Response:
+        """Sessions in id order, a page at a time (`wa.session.list`): follow `next`."""
+        return await bridge.call(subjects.session_list, page_query(after=after, limit=limit))
 
     @api.get("/{sid}", responses=schemas.answers(200, Session, 404, 422))
     async def get_session(sid: Sid) -> Response:

@@ -25,6 +25,7 @@ from contracts.envelope import ContractError, Ok, invalid, not_found, unavailabl
 from contracts.events import StatusEvent
 from contracts.queue import PacingPolicy, PolicyRequest, SendPolicy
 from contracts.sessions import (
+    MAX_LIST_PAGE,
     Empty,
     MarkedRead,
     MarkRead,
@@ -34,6 +35,7 @@ from contracts.sessions import (
     SessionCreate,
     SessionDeleted,
     SessionList,
+    SessionListRequest,
 )
 from contracts.subjects import Subjects
 from contracts.types import SESSION_ID_PATTERN, utcnow
@@ -52,6 +54,21 @@ WORKERS = 32
 _SID = re.compile(SESSION_ID_PATTERN)
 # Pairing by code waits for WhatsApp to hand out the code.
 ACTOR_TIMEOUT = 40.0
+# Room in a reply for the envelope around a page of sessions and its `next`.
+ENVELOPE_ROOM = 1024
+
+
+def fitting(sessions: list[Session], budget: int) -> list[Session]:
+    """The longest head of `sessions` whose JSON array fits in `budget` bytes.
+
+    Trap: a reply larger than the server's max_payload is never sent (nats-py raises in the
+    handler) and the caller only sees a timeout: at about 5,000 sessions a list did."""
+    used = 2  # []
+    for count, session in enumerate(sessions):
+        used += len(msgspec.json.encode(session)) + 1
+        if used > budget:
+            return sessions[:count]
+    return sessions
 
 
 class SessionApi:
@@ -87,9 +104,14 @@ class SessionApi:
         doc = await register(self._sessions, self._kv, self._events, req.session_id, req.label)
         return Ok(data=session_view(doc, self._view, self._view_current()))
 
-    async def list(self) -> Ok[SessionList]:
-        docs = await self._sessions.list()
-        return Ok(data=SessionList(sessions=[session_view(doc, self._view, self._view_current()) for doc in docs]))
+    async def list(self, req: SessionListRequest) -> Ok[SessionList]:
+        limit = req.limit or MAX_LIST_PAGE
+        docs = await self._sessions.list(after=req.after, limit=limit + 1)  # one more: is there a next page?
+        current = self._view_current()
+        views = [session_view(doc, self._view, current) for doc in docs[:limit]]
+        page = fitting(views, self._nc.max_payload - ENVELOPE_ROOM)
+        more = len(page) < len(docs)
+        return Ok(data=SessionList(sessions=page, next=page[-1].session_id if more and page else None))
 
     async def get(self, sid: str) -> Ok[Session]:
         return Ok(data=session_view(await self._existing(sid), self._view, self._view_current()))
@@ -182,9 +204,9 @@ def build_router(api: SessionApi, settings: Any) -> Any:
     async def create(req: SessionCreate) -> Ok[Session]:
         return await api.create(req)
 
-    @router.subscriber(s.session_list, queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
-    async def list_sessions(req: Empty) -> Ok[SessionList]:
-        return await api.list()
+    @router.subscriber(s.session_list, queue=QUEUE, decoder=strict(SessionListRequest), max_workers=WORKERS)
+    async def list_sessions(req: SessionListRequest) -> Ok[SessionList]:
+        return await api.list(req)
 
     @router.subscriber(s.session("{sid}", "get"), queue=QUEUE, decoder=strict(Empty), max_workers=WORKERS)
     async def get(req: Empty, sid: str = Path()) -> Ok[Session]:

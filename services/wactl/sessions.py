@@ -21,6 +21,7 @@ from contracts.sessions import (
     SessionCreate,
     SessionDeleted,
     SessionList,
+    SessionListRequest,
 )
 from services.wactl import render
 from services.wactl.arguments import Json, Sid, given
@@ -49,15 +50,20 @@ def session_create(
 
 @app.command("list")
 def session_list(ctx: typer.Context, as_json: Json = False) -> None:
-    """Every session with its state and the node running it."""
-    ask(
-        ctx,
-        subjects(ctx).session_list,
-        Empty(),
-        SessionList,
-        lambda r: render.session_table(r.sessions),
-        as_json,
-    )
+    """Every session with its state and the node running it (all pages)."""
+
+    async def command(gateway: Gateway) -> None:
+        sessions: list[Session] = []
+        page = SessionList(sessions=[], next=None)
+        while True:
+            page = convert(await gateway.call(subjects(ctx).session_list, SessionListRequest(after=page.next)), SessionList)
+            sessions += page.sessions
+            if page.next is None:
+                break
+        whole = SessionList(sessions=sessions)
+        typer.echo(render.to_json(whole) if as_json else render.session_table(sessions))
+
+    with_nats(ctx, command)
 
 
 @app.command("get")
