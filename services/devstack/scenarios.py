@@ -120,7 +120,8 @@ async def pair_many(system: RunningSystem, sids: list[str], concurrency: int = 3
         # As the contract says: a session between owners (new sessions are being spread over
         # the nodes meanwhile) answers session_unavailable; retry.
         for _ in range(20):
-            reply = await call(system.nc, s.session(sid, "pair"), {"method": "qr"}, timeout=30)
+            # The session API may hold a pair request up to its ACTOR_TIMEOUT (40 s).
+            reply = await call(system.nc, s.session(sid, "pair"), {"method": "qr"}, timeout=45)
             if reply.ok:
                 return
             assert reply.error is not None and reply.error.code == "session_unavailable", reply.error
