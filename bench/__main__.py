@@ -115,7 +115,7 @@ def cpu(
 
 
 @app.command()
-def scale(sessions: int = 10_000, idle: float = 60.0, concurrency: int = 64) -> None:
+def scale(sessions: int = 10_000, idle: float = 60.0, concurrency: int = 16) -> None:
     """Many sessions on one node: pairing, idle CPU and memory, that node's crash (issue #15)."""
     from bench import scale as bench_scale
 
