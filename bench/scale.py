@@ -82,7 +82,7 @@ async def run(sessions: int = 10_000, idle: float = 60.0, concurrency: int = 16)
         rebalance_to_second_node_s=rebalance,
         killed_node_held=before.get("node1", 0),
         crash_recovered_s=failover,
-        connected_after={k: v for k, v in after.items()},
+        connected_after=dict(after),
         lease_ttl_s=system.settings.lease_ttl,
         host_speed_ms=host_speed_ms(),
     )
